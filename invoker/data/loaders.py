@@ -1,0 +1,722 @@
+"""Read function-calling conversations from files or the Hugging Face Hub as Invoker records.
+
+Every source becomes the same record shape (docs/DATA.md): ``{"id", "split", "kind", "functions",
+"messages"}`` whose last message is the target assistant turn. A conversation with several
+assistant turns becomes one record per assistant turn (each with everything before it as context),
+ids suffixed ``-1``, ``-2``, ... Records already in Invoker's own shape (they carry ``id`` and
+``kind``) are kept whole.
+
+Accepted shapes, detected per record with ``format="auto"``:
+
+- ``openai``: ``{"messages": [...], "functions": [...]}`` or ``{"messages": [...], "tools": [...]}``;
+  assistant ``tool_calls`` become one ``function_call`` turn each (followed by its result),
+  ``tool`` results become ``function`` results.
+- ``glaive`` (glaiveai/glaive-function-calling-v2): ``{"system": "SYSTEM: ... {function json} ...",
+  "chat": "USER: ... ASSISTANT: <functioncall> {...} <|endoftext|> FUNCTION RESPONSE: ..."}``.
+- ``toolbench`` (OpenBMB/ToolBench, also ShareGPT-style): ``{"conversations": [{"from", "value"}]}``
+  with the API list in the system turn and ``Action:`` / ``Action Input:`` in assistant turns.
+
+Bad input raises ``DataError`` naming the file and line (or dataset row) and the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+FORMATS = ("auto", "openai", "glaive", "toolbench")
+KINDS = ("call", "no_call", "followup")
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+class DataError(ValueError):
+    """A conversation source is unusable; the message names where (file:line or dataset row) and the field."""
+
+    def __init__(self, where: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+        self.where = where
+        self.field = field
+        self.reason = message
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+def load_conversations(
+    source: str | os.PathLike,
+    *,
+    format: str = "auto",
+    split: str | None = None,
+    limit: int | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+) -> list[dict]:
+    """Load conversations from a ``.jsonl``/``.json`` file, a directory of them, or a Hub dataset id.
+
+    ``split``: for a Hub dataset, the split to load (default ``"train"``); for local files, records
+    that name their own split are kept only when it matches, the others are labeled with it
+    (default ``"train"``). ``limit`` caps the number of records returned (a Hub dataset is then
+    streamed). ``on_error="skip"`` drops unusable rows instead of raising ``DataError``.
+    """
+    if format not in FORMATS:
+        raise DataError(str(source), f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    records: list[dict] = []
+    if limit == 0:
+        return records
+    for where, default_id, row in _rows(source, split=split, limit=limit):
+        try:
+            if isinstance(row, DataError):
+                raise row
+            converted = convert_row(row, format=format, where=where, default_id=default_id, split=split)
+        except DataError:
+            if on_error == "skip":
+                continue
+            raise
+        for record in converted:
+            records.append(record)
+            if limit is not None and len(records) >= limit:
+                return records
+    return records
+
+
+def convert_row(
+    row: Any, *, format: str = "auto", where: str = "<record>", default_id: str = "record", split: str | None = None
+) -> list[dict]:
+    """One source row -> Invoker records (one per assistant turn; ``[]`` if ``split`` filters it out)."""
+    if not isinstance(row, dict):
+        raise DataError(where, f"expected a JSON object, got {_json_type(row)}")
+    shape = _detect(row, where) if format == "auto" else format
+    own_split = row.get("split")
+    if own_split is not None and not isinstance(own_split, str):
+        raise DataError(where, f"must be a string, got {_json_type(own_split)}", field="split")
+    if own_split is not None and split is not None and own_split != split:
+        return []
+    label = own_split or (split.split("[")[0] if split else "train")
+    base_id = row.get("id")
+    base_id = str(base_id) if base_id not in (None, "") else default_id
+    if shape == "openai":
+        functions = _functions_of_openai_row(row, where)
+        messages = _openai_messages(row.get("messages"), where)
+        if "kind" in row and "id" in row:  # already an Invoker record: keep it whole
+            return [_native_record(row, base_id, label, functions, messages, where)]
+    elif shape == "glaive":
+        functions, messages = _glaive(row, where)
+    elif shape == "toolbench":
+        functions, messages = _toolbench(row, where)
+    else:
+        raise DataError(where, f"unknown format {shape!r}")
+    return _records_per_target(messages, functions, base_id=base_id, split=label, where=where)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a JSON Lines file (blank lines skipped); ``DataError`` names file:line."""
+    rows = []
+    for _, _, row in _file_rows(Path(path)):
+        if isinstance(row, DataError):
+            raise row
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write ``records`` one JSON object per line, atomically (temp file renamed into place)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Rows from files and the Hub
+# --------------------------------------------------------------------------------------------
+def _rows(source: str | os.PathLike, *, split: str | None, limit: int | None) -> Iterator[tuple[str, str, Any]]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+        if not files:
+            raise DataError(str(path), "directory holds no .json or .jsonl files")
+        for file in files:
+            yield from _file_rows(file)
+    elif path.is_file():
+        yield from _file_rows(path)
+    elif _looks_like_hub_id(str(source)):
+        yield from _hub_rows(str(source), split=split, streaming=limit is not None)
+    else:
+        raise DataError(str(source), "no such file or directory")
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.fullmatch(text)) and not text.endswith((".json", ".jsonl"))
+
+
+def _file_rows(path: Path) -> Iterator[tuple[str, str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise DataError(str(path), f"cannot read: {error.strerror or error}") from None
+    text = text.removeprefix("\ufeff")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        yield from _json_array_rows(path, text)
+        return
+    if path.suffix == ".json":  # one object, or several in a row (JSON Lines named .json)
+        yield from _json_sequence_rows(path, text)
+        return
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:  # handed on, not raised, so on_error="skip" can go past it
+            row = DataError(f"{path}:{number}", f"malformed JSON: {error.msg} (column {error.colno})")
+        yield f"{path}:{number}", f"{path.stem}-{number:05d}", row
+
+
+def _json_array_rows(path: Path, text: str) -> Iterator[tuple[str, str, Any]]:
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, text.index("[") + 1)
+    index = 0
+    while True:
+        if position >= len(text):
+            raise DataError(f"{path}:{_line_of(text, position)}", "malformed JSON: the top-level array is not closed")
+        if text[position] == "]":
+            break
+        line = _line_of(text, position)
+        try:
+            row, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{error.lineno}", f"malformed JSON: {error.msg} (column {error.colno})") from None
+        yield f"{path}:{line}", f"{path.stem}-{index:05d}", row
+        index += 1
+        position = _skip_space(text, position)
+        if position < len(text) and text[position] == ",":
+            position = _skip_space(text, position + 1)
+        elif position < len(text) and text[position] != "]":
+            raise DataError(f"{path}:{_line_of(text, position)}", "malformed JSON: expected ',' or ']' between records")
+    if text[position + 1 :].strip():
+        raise DataError(f"{path}:{_line_of(text, position + 1)}", "malformed JSON: extra data after the array")
+
+
+def _json_sequence_rows(path: Path, text: str) -> Iterator[tuple[str, str, Any]]:
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if position >= len(text):
+        raise DataError(str(path), "empty file")
+    index = 0
+    while position < len(text):
+        line = _line_of(text, position)
+        try:
+            row, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{error.lineno}", f"malformed JSON: {error.msg} (column {error.colno})") from None
+        yield f"{path}:{line}", f"{path.stem}-{index:05d}", row
+        index += 1
+        position = _skip_space(text, position)
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _hub_rows(dataset_id: str, *, split: str | None, streaming: bool) -> Iterator[tuple[str, str, Any]]:
+    try:
+        import datasets  # optional: only needed for Hub dataset ids
+    except ImportError:
+        raise DataError(
+            dataset_id,
+            "is not a local file or directory, so it was taken as a Hugging Face Hub dataset id; loading one "
+            "needs the optional 'datasets' package: pip install datasets",
+        ) from None
+    hub_split = split or "train"
+    where = f"{dataset_id}[{hub_split}]"
+    try:
+        dataset = datasets.load_dataset(dataset_id, split=hub_split, streaming=streaming)
+    except Exception as error:  # datasets raises many types (network, missing config, missing split)
+        raise DataError(where, f"could not load the dataset: {type(error).__name__}: {error}") from None
+    name = dataset_id.rsplit("/", 1)[-1]
+    rows = iter(dataset)
+    index = 0
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:
+            raise DataError(f"{where} row {index}", f"could not read the row: {type(error).__name__}: {error}") from None
+        yield f"{where} row {index}", f"{name}-{index:05d}", dict(row) if hasattr(row, "keys") else row
+        index += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------------
+def _detect(row: dict, where: str) -> str:
+    if "messages" in row:
+        return "openai"
+    if "chat" in row:
+        return "glaive"
+    if "conversations" in row:
+        return "toolbench"
+    keys = ", ".join(sorted(map(str, row))) or "none"
+    raise DataError(
+        where,
+        f"unrecognized record (keys: {keys}); expected 'messages' (OpenAI style), 'system' + 'chat' "
+        "(glaive) or 'conversations' (ToolBench)",
+    )
+
+
+def _records_per_target(messages: list[dict], functions: list[dict], *, base_id: str, split: str, where: str) -> list[dict]:
+    targets = [
+        index for index, message in enumerate(messages)
+        if message["role"] == "assistant" and any(m["role"] == "user" for m in messages[:index])
+    ]
+    if not targets:
+        raise DataError(where, "no assistant turn after a user turn, so nothing to learn from", field="messages")
+    records = []
+    for number, index in enumerate(targets, start=1):
+        context = copy.deepcopy(messages[: index + 1])
+        records.append({
+            "id": base_id if len(targets) == 1 else f"{base_id}-{number}",
+            "split": split,
+            "kind": _kind_of(context),
+            "functions": copy.deepcopy(functions),
+            "messages": context,
+        })
+    return records
+
+
+def _kind_of(messages: list[dict]) -> str:
+    if messages[-1].get("function_call"):
+        return "call"
+    if len(messages) > 1 and messages[-2]["role"] == "function":
+        return "followup"
+    return "no_call"
+
+
+def _native_record(row: dict, base_id: str, split: str, functions: list[dict], messages: list[dict], where: str) -> dict:
+    kind = row.get("kind")
+    if kind not in KINDS:
+        raise DataError(where, f"must be one of {', '.join(KINDS)}, got {kind!r}", field="kind")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(where, "the last message must be the target assistant turn", field=f"messages[{len(messages) - 1}].role")
+    return {"id": base_id, "split": split, "kind": kind, "functions": functions, "messages": messages}
+
+
+# ---- OpenAI style ------------------------------------------------------------------------------
+def _functions_of_openai_row(row: dict, where: str) -> list[dict]:
+    if row.get("functions") is not None:
+        return normalize_functions(row["functions"], where=where, field="functions")
+    if row.get("tools") is not None:
+        return normalize_functions(row["tools"], where=where, field="tools")
+    return []
+
+
+def _openai_messages(raw: Any, where: str, field: str = "messages") -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise DataError(where, "must be a non-empty list of messages", field=field)
+    out: list[dict] = []
+    tool_names: dict[str, str] = {}
+    consumed: set[int] = set()
+    for index, message in enumerate(raw):
+        if index in consumed:
+            continue
+        here = f"{field}[{index}]"
+        if not isinstance(message, dict):
+            raise DataError(where, f"must be an object, got {_json_type(message)}", field=here)
+        role = message.get("role")
+        if role in ("system", "user"):
+            out.append({"role": role, "content": _text_content(message.get("content"), where, f"{here}.content")})
+        elif role == "assistant":
+            calls = _assistant_calls(message, where, here, tool_names)
+            if not calls:
+                content = _text_content(
+                    message.get("content"), where, f"{here}.content", missing="an assistant message needs content or a function call"
+                )
+                out.append({"role": "assistant", "content": content})
+                continue
+            # Invoker makes one call per turn: interleave parallel tool calls with their results.
+            results = _following_tool_results(raw, index, len(calls))
+            for call_id, call in calls:
+                out.append({"role": "assistant", "content": None, "function_call": call})
+                if len(calls) > 1 and call_id in results:
+                    result_index = results[call_id]
+                    consumed.add(result_index)
+                    result = raw[result_index]
+                    out.append({
+                        "role": "function",
+                        "name": call["name"],
+                        "content": _result_content(result.get("content"), where, f"{field}[{result_index}].content"),
+                    })
+        elif role in ("function", "tool"):
+            name = message.get("name")
+            if name is None and role == "tool":
+                name = tool_names.get(message.get("tool_call_id"))
+                if name is None:
+                    raise DataError(where, f"{message.get('tool_call_id')!r} matches no earlier tool call", field=f"{here}.tool_call_id")
+            if not isinstance(name, str) or not name:
+                raise DataError(where, "a function result needs the function's name", field=f"{here}.name")
+            out.append({"role": "function", "name": name, "content": _result_content(message.get("content"), where, f"{here}.content")})
+        else:
+            raise DataError(where, f"unknown role {role!r} (expected system, user, assistant, function or tool)", field=f"{here}.role")
+    return out
+
+
+def _assistant_calls(message: dict, where: str, here: str, tool_names: dict[str, str]) -> list[tuple[str | None, dict]]:
+    calls: list[tuple[str | None, dict]] = []
+    if message.get("function_call") is not None:
+        calls.append((None, _function_call(message["function_call"], where, f"{here}.function_call")))
+    tool_calls = message.get("tool_calls") or []
+    if not isinstance(tool_calls, list):
+        raise DataError(where, f"must be a list, got {_json_type(tool_calls)}", field=f"{here}.tool_calls")
+    for number, tool_call in enumerate(tool_calls):
+        field = f"{here}.tool_calls[{number}]"
+        if not isinstance(tool_call, dict) or not isinstance(tool_call.get("function"), dict):
+            raise DataError(where, "must be an object with a 'function' object", field=field)
+        call = _function_call(tool_call["function"], where, f"{field}.function")
+        if tool_call.get("id") is not None:
+            tool_names[str(tool_call["id"])] = call["name"]
+        calls.append((str(tool_call["id"]) if tool_call.get("id") is not None else None, call))
+    return calls
+
+
+def _following_tool_results(raw: list, index: int, count: int) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for later in range(index + 1, min(len(raw), index + 1 + count)):
+        message = raw[later]
+        if not isinstance(message, dict) or message.get("role") != "tool" or message.get("tool_call_id") is None:
+            break
+        found[str(message["tool_call_id"])] = later
+    return found
+
+
+def _function_call(call: Any, where: str, field: str) -> dict:
+    if not isinstance(call, dict):
+        raise DataError(where, f"must be an object, got {_json_type(call)}", field=field)
+    name = call.get("name")
+    if not isinstance(name, str) or not name:
+        raise DataError(where, "a function call needs a name", field=f"{field}.name")
+    return {"name": name, "arguments": _arguments(call.get("arguments", {}), where, f"{field}.arguments")}
+
+
+def _arguments(arguments: Any, where: str, field: str) -> str:
+    """Arguments as ``json.dumps`` of a JSON object (key order kept)."""
+    if isinstance(arguments, str):
+        if not arguments.strip():
+            arguments = {}
+        else:
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError as error:
+                raise DataError(where, f"not valid JSON: {error.msg} (column {error.colno})", field=field) from None
+    if not isinstance(arguments, dict):
+        raise DataError(where, f"must be a JSON object, got {_json_type(arguments)}", field=field)
+    return json.dumps(arguments)
+
+
+def _text_content(content: Any, where: str, field: str, *, missing: str | None = None) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+        if len(texts) == len(content) and all(isinstance(text, str) for text in texts):
+            return "".join(texts)
+        raise DataError(where, "only text content parts are supported", field=field)
+    if content is None:
+        raise DataError(where, missing or "is missing", field=field)
+    raise DataError(where, f"must be a string, got {_json_type(content)}", field=field)
+
+
+def _result_content(content: Any, where: str, field: str) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        raise DataError(where, "a function result needs content", field=field)
+    return json.dumps(content)
+
+
+def normalize_functions(functions: Any, *, where: str, field: str = "functions") -> list[dict]:
+    """Function definitions (or OpenAI ``tools``) -> ``[{"name", "description"?, "parameters"}]``.
+
+    Lighter than ``invoker.functions.validate_functions`` (no meta-schema pass) so that loading a
+    100k-row dataset stays fast; the names and the parameters' outline are checked.
+    """
+    if not isinstance(functions, list):
+        raise DataError(where, f"must be a list of function definitions, got {_json_type(functions)}", field=field)
+    normalized: list[dict] = []
+    seen: set[str] = set()
+    for index, function in enumerate(functions):
+        here = f"{field}[{index}]"
+        if isinstance(function, dict) and function.get("type") == "function" and isinstance(function.get("function"), dict):
+            function, here = function["function"], f"{here}.function"
+        if not isinstance(function, dict):
+            raise DataError(where, f"must be an object, got {_json_type(function)}", field=here)
+        name = function.get("name")
+        if name is None:
+            raise DataError(where, "a function needs a name", field=f"{here}.name")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise DataError(where, f"{name!r} must be 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'", field=f"{here}.name")
+        if name in seen:
+            raise DataError(where, f"duplicate function name {name!r}", field=f"{here}.name")
+        seen.add(name)
+        entry: dict[str, Any] = {"name": name}
+        description = function.get("description")
+        if description is not None:
+            if not isinstance(description, str):
+                raise DataError(where, f"must be a string, got {_json_type(description)}", field=f"{here}.description")
+            entry["description"] = description
+        entry["parameters"] = _parameters(function.get("parameters"), where, f"{here}.parameters")
+        normalized.append(entry)
+    return normalized
+
+
+def _parameters(parameters: Any, where: str, field: str) -> dict:
+    if parameters is None:
+        return {"type": "object", "properties": {}}
+    if not isinstance(parameters, dict):
+        raise DataError(where, f"must be a JSON Schema object, got {_json_type(parameters)}", field=field)
+    kind = parameters.get("type", "object")
+    if kind != "object":
+        raise DataError(where, f"must be 'object', got {kind!r}", field=f"{field}.type")
+    properties = parameters.get("properties", {})
+    if not isinstance(properties, dict) or not all(isinstance(schema, dict) for schema in properties.values()):
+        raise DataError(where, "must map parameter names to schema objects", field=f"{field}.properties")
+    ordered: dict[str, Any] = {"type": "object", "properties": copy.deepcopy(properties)}
+    if "required" in parameters:
+        required = parameters["required"]
+        if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
+            raise DataError(where, "must be a list of parameter names", field=f"{field}.required")
+        for number, name in enumerate(required):
+            if name not in properties:
+                raise DataError(where, f"{name!r} is not one of the properties", field=f"{field}.required[{number}]")
+        ordered["required"] = list(required)
+    for key, value in parameters.items():
+        if key not in ("type", "properties", "required", "optional"):  # ToolBench's "optional" is not JSON Schema
+            ordered[key] = copy.deepcopy(value)
+    return ordered
+
+
+# ---- glaive-function-calling-v2 ------------------------------------------------------------------
+_GLAIVE_MARKER = re.compile(r"(?:^|\n)[ \t]*(SYSTEM|USER|ASSISTANT|FUNCTION RESPONSE):[ \t]?")
+_GLAIVE_BOILERPLATE = (
+    "You are a helpful assistant with access to the following functions. Use them if required -",
+    "You are a helpful assistant, with no access to external functions.",
+)
+_GLAIVE_CALL = re.compile(r"\{\s*\"name\"\s*:\s*\"(?P<name>[^\"]*)\"\s*,\s*\"arguments\"\s*:\s*'(?P<arguments>.*)'\s*\}\s*$", re.S)
+
+
+def _glaive(row: dict, where: str) -> tuple[list[dict], list[dict]]:
+    system = row.get("system") or ""
+    chat = row.get("chat")
+    if not isinstance(system, str):
+        raise DataError(where, f"must be a string, got {_json_type(system)}", field="system")
+    if not isinstance(chat, str) or not chat.strip():
+        raise DataError(where, "must be a non-empty string of USER:/ASSISTANT: turns", field="chat")
+    raw_functions, system_text = _glaive_system(system, where)
+    functions = normalize_functions(raw_functions, where=where, field="system.functions")
+    messages: list[dict] = [{"role": "system", "content": system_text}] if system_text else []
+    markers = list(_GLAIVE_MARKER.finditer(chat))
+    if not markers or chat[: markers[0].start()].strip():
+        raise DataError(where, "must start with a role marker such as 'USER:'", field="chat")
+    last_call: str | None = None
+    for number, marker in enumerate(markers):
+        end = markers[number + 1].start() if number + 1 < len(markers) else len(chat)
+        body = chat[marker.end() : end].replace("<|endoftext|>", "").strip()
+        role = marker.group(1)
+        field = f"chat turn {number + 1} ({role})"
+        if role == "USER":
+            messages.append({"role": "user", "content": body})
+        elif role == "SYSTEM":
+            messages.append({"role": "system", "content": body})
+        elif role == "ASSISTANT":
+            if "<functioncall>" in body:  # any text before the call is dropped: Invoker calls carry no content
+                call = _glaive_call(body.split("<functioncall>", 1)[1], where, field)
+                messages.append({"role": "assistant", "content": None, "function_call": call})
+                last_call = call["name"]
+            elif body:
+                messages.append({"role": "assistant", "content": body})
+            else:
+                raise DataError(where, "empty assistant turn", field=field)
+        else:
+            if last_call is None:
+                raise DataError(where, "a function response without an earlier <functioncall>", field=field)
+            messages.append({"role": "function", "name": last_call, "content": _normalized_json_text(body)})
+    return functions, messages
+
+
+def _glaive_system(system: str, where: str) -> tuple[list[Any], str | None]:
+    text = system.strip().removeprefix("SYSTEM:").strip()
+    decoder = json.JSONDecoder()
+    functions: list[Any] = []
+    rest: list[str] = []
+    position = 0
+    while True:
+        start = text.find("{", position)
+        if start < 0:
+            rest.append(text[position:])
+            break
+        rest.append(text[position:start])
+        try:
+            function, position = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as error:
+            raise DataError(where, f"a function definition is not valid JSON: {error.msg} (offset {error.pos})", field="system") from None
+        functions.append(function)
+    leftover = " ".join(" ".join(rest).split())
+    for boilerplate in _GLAIVE_BOILERPLATE:
+        leftover = leftover.replace(boilerplate, "").strip()
+    return functions, leftover or None
+
+
+def _glaive_call(payload: str, where: str, field: str) -> dict:
+    payload = payload.strip()
+    try:
+        parsed = json.loads(payload)
+    except json.JSONDecodeError:
+        match = _GLAIVE_CALL.match(payload)  # glaive quotes arguments with '...': not JSON
+        if match is None:
+            raise DataError(where, f"cannot parse the <functioncall>: {payload[:80]!r}", field=field) from None
+        parsed = {"name": match["name"], "arguments": match["arguments"].replace("\\'", "'")}
+    return _function_call(parsed, where, f"{field}.functioncall")
+
+
+def _normalized_json_text(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text))
+    except json.JSONDecodeError:
+        return text
+
+
+# ---- ToolBench / ShareGPT ------------------------------------------------------------------------
+_SHAREGPT_ROLES = {
+    "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
+    "function": "function", "observation": "function", "tool": "function", "function_call": "function_call",
+}
+_API_LIST_MARKER = "Specifically, you have access to the following APIs:"
+_ACTION = re.compile(r"Action:\s*(?P<name>[^\n]+?)\s*\nAction Input:\s*(?P<arguments>.*)", re.S)
+
+
+def _toolbench(row: dict, where: str) -> tuple[list[dict], list[dict]]:
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise DataError(where, "must be a non-empty list of {from, value} turns", field="conversations")
+    raw_functions: Any = row.get("functions", row.get("tools"))
+    functions_field = "functions" if "functions" in row else "tools"
+    if isinstance(raw_functions, str):  # ShareGPT exports keep tools as a JSON string
+        try:
+            raw_functions = json.loads(raw_functions) if raw_functions.strip() else []
+        except json.JSONDecodeError as error:
+            raise DataError(where, f"not valid JSON: {error.msg}", field=functions_field) from None
+    messages: list[dict] = []
+    last_call: str | None = None
+    for index, turn in enumerate(turns):
+        here = f"conversations[{index}]"
+        if not isinstance(turn, dict):
+            raise DataError(where, f"must be an object, got {_json_type(turn)}", field=here)
+        speaker = turn.get("from")
+        role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
+        if role is None:
+            raise DataError(where, f"unknown role {speaker!r} (expected system, user, assistant or function)", field=f"{here}.from")
+        value = turn.get("value")
+        if role == "function" and isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        if not isinstance(value, str):
+            raise DataError(where, f"must be a string, got {_json_type(value)}", field=f"{here}.value")
+        if role == "system":
+            api_list = _toolbench_api_list(value, where, f"{here}.value")
+            if api_list is not None:
+                raw_functions, functions_field = api_list, f"{here}.value"  # the ReAct instructions are dropped
+            elif value.strip():
+                messages.append({"role": "system", "content": value.strip()})
+        elif role == "user":
+            messages.append({"role": "user", "content": value.strip()})
+        elif role == "function_call":
+            try:
+                call = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise DataError(where, f"not valid JSON: {error.msg}", field=f"{here}.value") from None
+            call = _function_call(call, where, f"{here}.value")
+            messages.append({"role": "assistant", "content": None, "function_call": call})
+            last_call = call["name"]
+        elif role == "assistant":
+            action = _ACTION.search(value)
+            if action is None:
+                text = re.sub(r"^\s*Thought:\s*", "", value).strip()
+                if not text:
+                    raise DataError(where, "empty assistant turn", field=f"{here}.value")
+                messages.append({"role": "assistant", "content": text})
+                continue
+            name = action["name"].strip()
+            arguments_text = action["arguments"].strip().removesuffix("End Action").strip()
+            if name == "Finish":  # ToolBench's pseudo-function for the final answer
+                answer = _finish_answer(arguments_text, where, f"{here}.value")
+                if answer is None:  # give_up_and_restart: nothing after this is a usable target
+                    break
+                messages.append({"role": "assistant", "content": answer})
+                continue
+            call = _function_call({"name": name, "arguments": arguments_text}, where, f"{here}.value (Action Input)")
+            messages.append({"role": "assistant", "content": None, "function_call": call})
+            last_call = name
+        else:
+            name = turn.get("name") or last_call
+            if not name:
+                raise DataError(where, "a function result without an earlier action", field=here)
+            messages.append({"role": "function", "name": name, "content": value.strip()})
+    functions = normalize_functions(raw_functions if raw_functions is not None else [], where=where, field=functions_field)
+    return [f for f in functions if f["name"] != "Finish"], messages
+
+
+def _toolbench_api_list(value: str, where: str, field: str) -> list | None:
+    if _API_LIST_MARKER not in value:
+        return None
+    text = value.split(_API_LIST_MARKER, 1)[1].strip()
+    try:
+        api_list = ast.literal_eval(text)  # ToolBench writes str(list_of_dicts): a Python literal
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        try:
+            api_list = json.loads(text)
+        except json.JSONDecodeError:
+            raise DataError(where, "the API list is neither a Python nor a JSON literal", field=field) from None
+    if not isinstance(api_list, list):
+        raise DataError(where, f"the API list must be a list, got {_json_type(api_list)}", field=field)
+    return api_list
+
+
+def _finish_answer(arguments_text: str, where: str, field: str) -> str | None:
+    arguments = json.loads(_arguments(arguments_text, where, f"{field} (Finish input)"))
+    if arguments.get("return_type") != "give_answer":
+        return None
+    answer = arguments.get("final_answer")
+    if not isinstance(answer, str) or not answer.strip():
+        raise DataError(where, "Finish with give_answer needs a final_answer string", field=field)
+    return answer.strip()
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
