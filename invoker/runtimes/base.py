@@ -1,0 +1,145 @@
+"""What every runtime offers: text in, text deltas out.
+
+A runtime loads one artifact (an fp16 checkpoint, a GPTQ/AWQ dir, a GGUF file) and generates from a
+prompt that is already rendered (``invoker.prompt.render_prompt``; the runtime adds BOS). Eval, bench
+and the server all go through ``Runtime.stream`` — ``generate`` below is the same stream, collected.
+
+Shared here so every runtime behaves alike:
+- ``GenerationParams`` — what a request may ask for, checked once.
+- ``StopMatcher`` — stop strings: the output ends *before* the first stop string, and text that could
+  still become one is held back until it is resolved, so a stop string never leaks into a stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one request. ``temperature == 0`` means greedy decoding.
+
+    ``seed`` seeds this request's own random generator (no global seed); ``None`` draws a fresh one.
+    ``stop`` accepts any sequence of non-empty strings and is stored as a tuple.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):  # a lone string is one stop string, not one per character
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A text delta. The last chunk of a stream carries ``finish_reason`` and the token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    format: str  # "fp16" | "gptq" | "awq" | "gguf"
+    runtime: str  # "transformers", ...
+    model_path: Path
+    context_length: int
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes as a prompt, BOS included."""
+        ...
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
+        """Generate from ``prompt``, yielding text deltas; the last chunk has ``finish_reason``.
+
+        Raises ``ValueError`` at once (before the first chunk) when the prompt exceeds the context.
+        Closing the iterator stops generation.
+        """
+        ...
+
+
+def generate(runtime: Runtime, prompt: str, params: GenerationParams) -> Generation:
+    """Run ``runtime.stream`` to the end and collect it: the one code path, non-streaming."""
+    parts: list[str] = []
+    last = None
+    for last in runtime.stream(prompt, params):
+        parts.append(last.text)
+    if last is None or last.finish_reason is None:
+        raise RuntimeError(f"{runtime.runtime} runtime ended a stream without a finish_reason")
+    return Generation(
+        text="".join(parts),
+        finish_reason=last.finish_reason,
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+    )
+
+
+class StopMatcher:
+    """Cut a growing text at the first stop string, holding back what might begin one.
+
+    ``feed(delta)`` returns ``(text_to_emit, stopped)``. Once ``stopped`` is true the text before the
+    stop string has been emitted and the rest must be dropped. At the natural end of a stream,
+    ``flush()`` returns the held-back text (it turned out not to be a stop string).
+    """
+
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self._stop = tuple(stop)
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        if self.stopped:
+            raise RuntimeError("StopMatcher.feed after a stop string was found")
+        if not self._stop:
+            return delta, False
+        text = self._held + delta
+        hits = [i for i in (text.find(s) for s in self._stop) if i >= 0]
+        if hits:
+            self._held = ""
+            self.stopped = True
+            return text[: min(hits)], True
+        keep = self._longest_stop_prefix_suffix(text)
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+    def _longest_stop_prefix_suffix(self, text: str) -> int:
+        """Length of the longest end of ``text`` that is the start of some stop string."""
+        for size in range(min(len(text), max(len(s) for s in self._stop) - 1), 0, -1):
+            tail = text[-size:]
+            if any(s.startswith(tail) for s in self._stop):
+                return size
+        return 0

@@ -1,0 +1,199 @@
+"""The transformers runtime: fp16 checkpoints, and GPTQ/AWQ dirs that transformers can load.
+
+Generation is our own loop over the model's forward pass with a KV cache, not ``model.generate``,
+so that one request controls everything the server promises: stop strings, EOS, ``max_tokens``,
+per-request seeds, and cancellation (close the stream and the next forward pass never runs).
+
+Text is produced from new tokens only, never by slicing a decoded prompt: each token id maps to the
+bytes it stands for (a Llama-2 sentencepiece vocabulary: ``▁`` is a space, ``<0xNN>`` a raw byte),
+and an incremental UTF-8 decoder turns the byte stream into text, holding back an incomplete
+multi-byte character until its last byte-fallback token arrives. The leading space of the first
+generated piece is kept (a continuation is decoded as a continuation, as llama.cpp does).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher
+
+_BYTE_PIECE_LEN = len("<0x00>")
+
+
+class TransformersRuntime:
+    runtime = "transformers"
+
+    def __init__(self, *, model, tokenizer, model_path: Path, format: str, device: torch.device) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_path = model_path
+        self.format = format
+        self.device = device
+        self.context_length = int(model.config.max_position_embeddings)
+        self._token_bytes = token_bytes_table(tokenizer)
+        self._eos_ids = _eos_ids(model, tokenizer)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None) -> "TransformersRuntime":
+        """Load tokenizer and model from a checkpoint dir, ready to generate on ``device``.
+
+        On CPU the model computes in float32 unless ``dtype`` says otherwise (fp16 matmuls on CPU
+        are ~40x slower); on an accelerator it keeps the checkpoint's dtype.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_path = Path(path)
+        torch_device = _check_device(device)
+        if dtype is None:
+            dtype = torch.float32 if torch_device.type == "cpu" else "auto"
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype)
+        model.to(torch_device)
+        model.eval()
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            model_path=model_path,
+            format=_checkpoint_format(model_path),
+            device=torch_device,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
+        prompt_ids = self._encode(prompt)
+        if len(prompt_ids) > self.context_length:
+            raise ValueError(
+                f"prompt is {len(prompt_ids)} tokens, longer than the model's context of {self.context_length} tokens"
+            )
+        return self._decode_loop(prompt_ids, params)
+
+    def _encode(self, text: str) -> list[int]:
+        ids = list(self.tokenizer(text)["input_ids"])
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and (not ids or ids[0] != bos):  # BOS always, whatever the tokenizer config says
+            ids.insert(0, bos)
+        return ids
+
+    def _decode_loop(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Chunk]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        sampler = torch.Generator(device="cpu")
+        if params.seed is None:
+            sampler.seed()
+        else:
+            sampler.manual_seed(params.seed)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopMatcher(params.stop)
+        budget = min(params.max_tokens, self.context_length - len(prompt_ids))
+        next_input = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        completion_tokens = 0
+        finish_reason = "length"
+        while completion_tokens < budget:
+            token = self._next_token(next_input, cache, params, sampler)
+            completion_tokens += 1
+            if token in self._eos_ids:
+                finish_reason = "stop"
+                break
+            text, stopped = stops.feed(utf8.decode(self._bytes_of(token)))
+            if stopped:
+                finish_reason = "stop"
+                break
+            if text:
+                yield Chunk(text=text)
+            next_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
+        if stops.stopped:
+            tail = text
+        else:
+            tail, stopped = stops.feed(utf8.decode(b"", final=True))
+            tail += "" if stopped else stops.flush()
+            finish_reason = "stop" if stopped else finish_reason
+        yield Chunk(
+            text=tail,
+            finish_reason=finish_reason,
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=completion_tokens,
+        )
+
+    def _next_token(
+        self, input_ids: torch.Tensor, cache, params: GenerationParams, sampler: torch.Generator
+    ) -> int:
+        # inference_mode per step, never across a yield: the caller's thread must not be left in it.
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = logits[0, -1, : len(self._token_bytes)].float()  # ids the tokenizer cannot decode are never picked
+            if params.temperature == 0:
+                token = int(torch.argmax(logits))
+            else:
+                probs = torch.softmax(logits.cpu() / params.temperature, dim=-1)
+                if params.top_p < 1.0:
+                    probs = _nucleus(probs, params.top_p)
+                token = int(torch.multinomial(probs, 1, generator=sampler))
+        return token
+
+    def _bytes_of(self, token: int) -> bytes:
+        return self._token_bytes[token] if token < len(self._token_bytes) else b""
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches ``top_p``."""
+    sorted_probs, order = torch.sort(probs, descending=True)
+    before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the tokens ranked above
+    sorted_probs[before >= top_p] = 0.0
+    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def token_bytes_table(tokenizer) -> list[bytes]:
+    """The bytes each token id stands for in a sentencepiece-style (Llama-2) vocabulary.
+
+    ``▁`` becomes a space, ``<0xNN>`` byte-fallback pieces become that byte, special tokens become
+    nothing. Raises ``ValueError`` for a vocabulary of another kind (e.g. GPT-2 byte-level BPE).
+    """
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    if not any(p == "<0x41>" for p in pieces if p):
+        raise ValueError(
+            "tokenizer has no byte-fallback pieces (<0xNN>): only sentencepiece-style (Llama-2) vocabularies are supported"
+        )
+    special = set(tokenizer.all_special_ids)
+    table = []
+    for token_id, piece in enumerate(pieces):
+        if piece is None or token_id in special:
+            table.append(b"")
+        elif len(piece) == _BYTE_PIECE_LEN and piece.startswith("<0x") and piece.endswith(">"):
+            table.append(bytes([int(piece[3:5], 16)]))
+        else:
+            table.append(piece.replace("▁", " ").encode("utf-8"))
+    return table
+
+
+def _eos_ids(model, tokenizer) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None) if model.generation_config else None
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return frozenset(i for i in ids if i is not None)
+
+
+def _check_device(device: str) -> torch.device:
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} requested but CUDA is not available to torch {torch.__version__}; use --device cpu"
+        )
+    return torch_device
+
+
+def _checkpoint_format(model_path: Path) -> str:
+    """``gptq``/``awq`` from config.json's quantization_config, else ``fp16`` (an unquantized checkpoint)."""
+    config = json.loads((model_path / "config.json").read_text())
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    return str(method).lower() if method else "fp16"

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny RANDOM Llama checkpoint, shaped like the bundled model, built in seconds."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+WORDS = (
+    "get set the a of to in on for with what is can you please tell me weather time city location "
+    "convert currency amount from book table restaurant people date unit celsius fahrenheit format "
+    "Singapore Paris London Tokyo New York search flights hotel price stock symbol send email to "
+    "subject body reminder note create delete list user assistant function name arguments content"
+).split()
+
+
+def tokenizer_corpus(n: int = 3000, seed: int = 0):
+    """Lines with the words, punctuation and JSON of Invoker prompts; a little non-ASCII text too."""
+    rng = random.Random(seed)
+    for i in range(n):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14)))
+        call = {"name": f"{rng.choice(WORDS)}_{rng.choice(WORDS)}", "arguments": json.dumps({rng.choice(WORDS): i})}
+        yield f"USER: {words}?\nASSISTANT: ```{json.dumps({'content': None, 'function_call': call})}```"
+        if i % 50 == 0:
+            yield "Zürich café naïve"  # rare, so most non-ASCII text goes through byte fallback
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model(tmp_path_factory):
+    """Path to a random ``LlamaForCausalLM`` (hidden 256, 2 layers, ~512-token vocab) saved as fp16 safetensors."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from invoker.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-random-llama")
+    train_tokenizer(texts=tokenizer_corpus(), vocab_size=512, out_dir=out)
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.to(torch.float16).save_pretrained(str(out))
+    return out
