@@ -20,21 +20,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from invoker.chat_template import CHAT_TEMPLATE, write_chat_template
 from invoker.functions import validate_functions
 from invoker.prompt import render_prompt
+from samples import GET_TIME
 
 BOS, EOS = "<s>", "</s>"
 
-GET_TIME = {
-    "name": "get_time",
-    "description": "Get the current time",
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "location": {"type": "string", "description": "The city and state, e.g. New York City, NY"},
-            "format": {"type": "string", "enum": ["12-hour", "24-hour"]},
-        },
-        "required": ["location"],
-    },
-}
 GET_WEATHER = {
     "name": "get_weather",
     "description": "Get the weather for a city",

@@ -5,19 +5,8 @@ import json
 import pytest
 
 from invoker.functions import FunctionSchemaError, functions_from_tools, validate_arguments, validate_functions
+from samples import GET_TIME
 
-GET_TIME = {
-    "name": "get_time",
-    "description": "Get the current time",
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "location": {"type": "string", "description": "The city and state, e.g. New York City, NY"},
-            "format": {"type": "string", "enum": ["12-hour", "24-hour"]},
-        },
-        "required": ["location"],
-    },
-}
 
 
 def schema_error(functions, **kwargs) -> FunctionSchemaError:

@@ -16,6 +16,7 @@ from invoker.prompt import (
     render_function_result,
     render_prompt,
 )
+from samples import GET_TIME
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -23,18 +24,6 @@ SYSTEM = (
     "input when necessary."
 )
 
-GET_TIME = {
-    "name": "get_time",
-    "description": "Get the current time",
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "location": {"type": "string", "description": "The city and state, e.g. New York City, NY"},
-            "format": {"type": "string", "enum": ["12-hour", "24-hour"]},
-        },
-        "required": ["location"],
-    },
-}
 GET_TIME_LINE = (
     '{"name": "get_time", "description": "Get the current time", "parameters": {"type": "object", "properties": '
     '{"location": {"type": "string", "description": "The city and state, e.g. New York City, NY"}, "format": '
