@@ -25,6 +25,9 @@ class GenerationParams:
 
     ``seed`` seeds this request's own random generator (no global seed); ``None`` draws a fresh one.
     ``stop`` accepts any sequence of non-empty strings and is stored as a tuple.
+    ``grammar`` (GBNF text, see ``invoker.constrain``) constrains the output; ``None`` leaves it free.
+    ``ignore_eos`` keeps generating past end-of-sequence tokens (they add no text), so that a
+    benchmark generates exactly ``max_tokens`` tokens.
     """
 
     temperature: float = 0.0
@@ -32,6 +35,8 @@ class GenerationParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    grammar: str | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):  # a lone string is one stop string, not one per character
@@ -48,6 +53,10 @@ class GenerationParams:
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+        if self.grammar is not None and not (isinstance(self.grammar, str) and self.grammar.strip()):
+            raise ValueError(f"grammar must be a non-empty GBNF string or None, got {self.grammar!r}")
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
 
 
 @dataclass(frozen=True)
@@ -143,3 +152,16 @@ class StopMatcher:
             if any(s.startswith(tail) for s in self._stop):
                 return size
         return 0
+
+
+def final_chunk(*, stops: StopMatcher, decoder, text: str, finish_reason: str, prompt_tokens: int,
+                completion_tokens: int) -> Chunk:
+    """A stream's last chunk: what the stop matcher and the incremental UTF-8 ``decoder`` still hold, with
+    the counts. ``text`` is what the last ``feed`` returned when it found a stop string."""
+    if stops.stopped:
+        tail = text
+    else:
+        tail, stopped = stops.feed(decoder.decode(b"", final=True))
+        tail += "" if stopped else stops.flush()
+        finish_reason = "stop" if stopped else finish_reason
+    return Chunk(text=tail, finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher
+from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher, final_chunk
 
 _BYTE_PIECE_LEN = len("<0x00>")
 
@@ -37,6 +37,7 @@ class TransformersRuntime:
         self.context_length = int(model.config.max_position_embeddings)
         self._token_bytes = token_bytes_table(tokenizer)
         self._eos_ids = _eos_ids(model, tokenizer)
+        self._vocabulary = None  # grammar masks (invoker.constrain), built on the first constrained request
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None) -> "TransformersRuntime":
@@ -72,7 +73,8 @@ class TransformersRuntime:
             raise ValueError(
                 f"prompt is {len(prompt_ids)} tokens, longer than the model's context of {self.context_length} tokens"
             )
-        return self._decode_loop(prompt_ids, params)
+        grammar = self._grammar_matcher(params.grammar)  # a bad grammar fails here, before any output
+        return self._decode_loop(prompt_ids, params, grammar)
 
     def _encode(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text)["input_ids"])
@@ -81,7 +83,18 @@ class TransformersRuntime:
             ids.insert(0, bos)
         return ids
 
-    def _decode_loop(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Chunk]:
+    def _grammar_matcher(self, grammar: str | None):
+        if grammar is None:
+            return None
+        if self._vocabulary is None:
+            from invoker.constrain import Vocabulary
+
+            self._vocabulary = Vocabulary.from_hf_tokenizer(
+                self.tokenizer, size=len(self._token_bytes), eos_ids=self._eos_ids
+            )
+        return self._vocabulary.matcher(grammar)
+
+    def _decode_loop(self, prompt_ids: list[int], params: GenerationParams, grammar=None) -> Iterator[Chunk]:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
@@ -97,9 +110,9 @@ class TransformersRuntime:
         completion_tokens = 0
         finish_reason = "length"
         while completion_tokens < budget:
-            token = self._next_token(next_input, cache, params, sampler)
+            token = self._next_token(next_input, cache, params, sampler, grammar)
             completion_tokens += 1
-            if token in self._eos_ids:
+            if token in self._eos_ids and not params.ignore_eos:
                 finish_reason = "stop"
                 break
             text, stopped = stops.feed(utf8.decode(self._bytes_of(token)))
@@ -109,26 +122,18 @@ class TransformersRuntime:
             if text:
                 yield Chunk(text=text)
             next_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
-        if stops.stopped:
-            tail = text
-        else:
-            tail, stopped = stops.feed(utf8.decode(b"", final=True))
-            tail += "" if stopped else stops.flush()
-            finish_reason = "stop" if stopped else finish_reason
-        yield Chunk(
-            text=tail,
-            finish_reason=finish_reason,
-            prompt_tokens=len(prompt_ids),
-            completion_tokens=completion_tokens,
-        )
+        yield final_chunk(stops=stops, decoder=utf8, text=text, finish_reason=finish_reason,
+                          prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
 
     def _next_token(
-        self, input_ids: torch.Tensor, cache, params: GenerationParams, sampler: torch.Generator
+        self, input_ids: torch.Tensor, cache, params: GenerationParams, sampler: torch.Generator, grammar=None
     ) -> int:
         # inference_mode per step, never across a yield: the caller's thread must not be left in it.
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
             logits = logits[0, -1, : len(self._token_bytes)].float()  # ids the tokenizer cannot decode are never picked
+            if grammar is not None:  # tokens the grammar does not allow next are never picked
+                logits = logits.masked_fill(~torch.from_numpy(grammar.allowed()).to(logits.device), float("-inf"))
             if params.temperature == 0:
                 token = int(torch.argmax(logits))
             else:
@@ -136,6 +141,8 @@ class TransformersRuntime:
                 if params.top_p < 1.0:
                     probs = _nucleus(probs, params.top_p)
                 token = int(torch.multinomial(probs, 1, generator=sampler))
+        if grammar is not None:
+            grammar.accept(token)
         return token
 
     def _bytes_of(self, token: int) -> bytes:
