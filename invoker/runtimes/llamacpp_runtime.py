@@ -1,0 +1,276 @@
+"""The llama.cpp runtime: GGUF files through llama-cpp-python, with the transformers runtime's semantics.
+
+The same ``GenerationParams`` mean the same thing here: ``temperature == 0`` is greedy (argmax);
+otherwise logits are divided by the temperature, then ``top_p`` keeps the smallest set of most
+likely tokens reaching that mass, then one token is drawn with a generator seeded by ``seed`` (a
+sampler chain of our own — llama-cpp-python's ``generate`` would add top-k 40 and min-p 0.05 and
+apply top-p before the temperature). ``grammar`` (GBNF) constrains the output with llama.cpp's own
+grammar sampler. Stop strings end the output before them and are never streamed (``StopMatcher``);
+EOS ends it unless ``ignore_eos``. Text comes from new tokens only: each id maps to the bytes it
+stands for and an incremental UTF-8 decoder holds back incomplete characters.
+
+The prompt is tokenized as the HF tokenizer does (BOS added, special-token text parsed); the KV
+cache is reused for the longest common prefix with the previous request, so multi-turn chats do
+not re-read their history. Closing the stream stops generation: the next token is never decoded.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher, final_chunk
+
+GGUF_MAGIC = b"GGUF"
+IMATRIX_MARK = "imatrix"
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What a GGUF holds, read from its header without loading it."""
+
+    path: Path
+    file_bytes: int
+    architecture: str | None
+    file_type: int | None
+    n_tensors: int
+    tensor_bytes: int
+    decode_bytes: int  # bytes of weights read per decoded token: all tensors but the token embedding (one row is read)
+    has_tokenizer: bool
+    has_chat_template: bool
+
+
+class LlamaCppRuntime:
+    runtime = "llama.cpp"
+    format = "gguf"
+    max_concurrent_streams = 1  # one llama.cpp context, one KV cache: streams must not interleave (the server reads this)
+
+    def __init__(self, *, llama, model_path: Path, gguf_file: Path, info: GGUFInfo, threads: int, device: str) -> None:
+        import llama_cpp
+
+        self.llama = llama
+        self.model_path = model_path
+        self.gguf_file = gguf_file
+        self.info = info
+        self.threads = threads
+        self.device = device
+        self.context_length = int(llama.n_ctx())
+        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._token_bytes = token_bytes_table(self._vocab, n_vocab=llama.n_vocab())
+        self._streaming = False
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0) -> "LlamaCppRuntime":
+        """Load the GGUF at ``path`` (a ``.gguf`` file or a variant dir holding one) with llama.cpp.
+
+        ``n_ctx=0`` uses the model's trained context length; ``threads`` defaults to the CPUs this
+        process may use. ``device="cuda"`` offloads every layer (needs a llama-cpp-python built with CUDA).
+        """
+        from llama_cpp import Llama
+
+        model_path = Path(path)
+        gguf_file = find_gguf(model_path)
+        info = inspect_gguf(gguf_file)
+        gpu_layers = _gpu_layers(device)
+        threads = threads or len(os.sched_getaffinity(0))
+        try:
+            llama = Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                          n_gpu_layers=gpu_layers, verbose=False)
+        except ValueError as err:
+            raise ValueError(f"{gguf_file}: llama.cpp could not load this GGUF ({err}); llama.cpp's log above says why") from None
+        return cls(llama=llama, model_path=model_path, gguf_file=gguf_file, info=info, threads=threads, device=device)
+
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` CPU threads for prompt processing and decoding from now on."""
+        import llama_cpp
+
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        llama_cpp.llama_set_n_threads(self.llama.ctx, threads, threads)
+        self.threads = threads
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
+        self._check_idle()
+        prompt_ids = self._encode(prompt)
+        if len(prompt_ids) > self.context_length:
+            raise ValueError(
+                f"prompt is {len(prompt_ids)} tokens, longer than the model's context of {self.context_length} tokens"
+            )
+        self._new_sampler(params).close()  # a bad grammar fails here, before the first chunk
+        return self._decode_loop(prompt_ids, params)
+
+    def _check_idle(self) -> None:
+        if self._streaming:
+            raise RuntimeError("the llama.cpp runtime runs one stream at a time (one KV cache); finish or close the other first")
+
+    def _encode(self, text: str) -> list[int]:
+        # add_bos: BOS first (the GGUF says add_bos_token); special: "<s>" in text is the BOS token, as in HF tokenizers.
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def _new_sampler(self, params: GenerationParams) -> "_Sampler":
+        import llama_cpp
+
+        sampler = _Sampler(llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params()))
+        chain = sampler.chain
+        if params.grammar is not None:
+            grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, params.grammar.encode("utf-8"), b"root")
+            if not grammar:
+                sampler.close()
+                raise ValueError("grammar: llama.cpp could not parse this GBNF grammar (root rule 'root')")
+            llama_cpp.llama_sampler_chain_add(chain, grammar)
+        if params.temperature == 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+            if params.top_p < 1.0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed % llama_cpp.LLAMA_DEFAULT_SEED
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return sampler
+
+    def _decode_loop(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Chunk]:
+        import llama_cpp
+
+        self._check_idle()
+        sampler = self._new_sampler(params)
+        self._streaming = True
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopMatcher(params.stop)
+        budget = min(params.max_tokens, self.context_length - len(prompt_ids))
+        completion_tokens = 0
+        finish_reason = "length"
+        text = ""
+        try:
+            self._evaluate_prompt(prompt_ids)
+            while completion_tokens < budget:
+                token = llama_cpp.llama_sampler_sample(sampler.chain, self.llama.ctx, -1)
+                completion_tokens += 1
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token) and not params.ignore_eos:
+                    finish_reason = "stop"
+                    break
+                text, stopped = stops.feed(utf8.decode(self._token_bytes[token]))
+                if stopped:
+                    finish_reason = "stop"
+                    break
+                if text:
+                    yield Chunk(text=text)
+                if completion_tokens < budget:
+                    self.llama.eval([token])
+            yield final_chunk(stops=stops, decoder=utf8, text=text, finish_reason=finish_reason,
+                              prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
+        finally:
+            sampler.close()
+            self._streaming = False
+
+    def _evaluate_prompt(self, prompt_ids: list[int]) -> None:
+        """Decode the prompt, reusing the KV cache for the prefix it shares with what was decoded last."""
+        cached = self.llama.input_ids[: self.llama.n_tokens]
+        shared = 0
+        for old, new in zip(cached, prompt_ids):
+            if old != new:
+                break
+            shared += 1
+        self.llama.n_tokens = min(shared, len(prompt_ids) - 1)  # at least one token is decoded, for its logits
+        self.llama.eval(prompt_ids[self.llama.n_tokens :])
+
+
+class _Sampler:
+    """Owns a llama.cpp sampler chain (and the samplers added to it) until ``close``."""
+
+    def __init__(self, chain) -> None:
+        self.chain = chain
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self.chain is not None:
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+def find_gguf(path: Path) -> Path:
+    """The model GGUF at ``path``: the file itself, or the one ``.gguf`` in a dir (an ``imatrix`` file is not a model)."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such GGUF file or directory")
+    candidates = sorted(p for p in path.glob("*.gguf") if IMATRIX_MARK not in p.name and not p.name.startswith("."))
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise ValueError(f"{path}: expected exactly one model .gguf file, found {found}")
+    return candidates[0]
+
+
+def inspect_gguf(path: Path) -> GGUFInfo:
+    """Read a GGUF's header and tensor table; a clear ``ValueError`` naming the file when it is not a whole GGUF model."""
+    import gguf
+
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
+    file_bytes = path.stat().st_size
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as err:  # the reader raises whatever numpy/struct raise on a cut or garbled file
+        raise ValueError(f"{path}: corrupt or truncated GGUF ({file_bytes} bytes): {type(err).__name__}: {err}") from None
+    end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > file_bytes:
+        raise ValueError(f"{path}: truncated GGUF: its tensors need {end} bytes, the file has {file_bytes}")
+    fields = reader.fields
+    if "tokenizer.ggml.tokens" not in fields:
+        raise ValueError(f"{path}: the GGUF has no tokenizer (no tokenizer.ggml.tokens); convert it with convert/gguf.py")
+    tensor_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    embedding = sum(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
+    return GGUFInfo(
+        path=path,
+        file_bytes=file_bytes,
+        architecture=_field(fields, "general.architecture"),
+        file_type=_field(fields, "general.file_type"),
+        n_tensors=len(reader.tensors),
+        tensor_bytes=tensor_bytes,
+        decode_bytes=tensor_bytes - embedding,
+        has_tokenizer=True,
+        has_chat_template="tokenizer.chat_template" in fields,
+    )
+
+
+def _field(fields, key: str):
+    return fields[key].contents() if key in fields else None
+
+
+def token_bytes_table(vocab, *, n_vocab: int) -> list[bytes]:
+    """The bytes each token id stands for (``▁`` as a space, ``<0xNN>`` as that byte, control tokens as nothing)."""
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(256)
+    table = []
+    for token in range(n_vocab):
+        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:
+            raise ValueError(f"token {token} has a piece longer than {len(buffer)} bytes")
+        table.append(buffer.raw[:size])
+    return table
+
+
+def _gpu_layers(device: str) -> int:
+    """Layers to offload: 0 on CPU, all on CUDA (when this llama-cpp-python build can offload)."""
+    import llama_cpp
+
+    if device == "cpu":
+        return 0
+    if device == "cuda" or device.startswith("cuda:"):
+        if not llama_cpp.llama_supports_gpu_offload():
+            raise RuntimeError(
+                f"device {device!r} requested but this llama-cpp-python build has no GPU offload; "
+                "reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu"
+            )
+        return -1
+    raise ValueError(f"unknown device {device!r}; use cpu or cuda")

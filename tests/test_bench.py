@@ -1,0 +1,99 @@
+"""``invoker-pack bench``: tokens/sec through any runtime, fixed prompt lengths, hardware and versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from convert import gguf as gguf_convert
+from invoker.files import atomic_output_dir
+from invoker.runtimes import load_runtime
+from pipelines import bench as bench_module
+from pipelines.cli import main
+
+
+@pytest.fixture(scope="module")
+def f16_dir(tiny_random_model, tmp_path_factory) -> Path:
+    final = tmp_path_factory.mktemp("bench") / "gguf-F16"
+    with atomic_output_dir(final) as tmp:
+        gguf_convert.convert(source_dir=tiny_random_model, out_dir=tmp, variant="F16", calibration=None,
+                             progress=False, model_name="tiny")
+    return final
+
+
+@pytest.fixture(scope="module")
+def hf_runtime(tiny_random_model):
+    return load_runtime(tiny_random_model)
+
+
+def test_bench_prompts_have_the_asked_length_and_all_differ_from_the_start(hf_runtime):
+    prompts = bench_module.bench_prompts(runtime=hf_runtime, n_tokens=64, count=6)
+    assert [hf_runtime.count_tokens(p) for p in prompts] == [64] * 6
+    ids = [hf_runtime.tokenizer(p)["input_ids"] for p in prompts]
+    for i, a in enumerate(ids):  # no two share more than their first few tokens: no prompt cache can help
+        for b in ids[i + 1 :]:
+            assert next(k for k, (x, y) in enumerate(zip(a, b)) if x != y) <= 4
+
+
+def test_bench_of_the_transformers_runtime(hf_runtime):
+    result = bench_module.bench(runtime=hf_runtime, prompt_tokens=16, gen_tokens=24, runs=2, warmup=1, threads=1, progress=False)
+    assert (result["format"], result["runtime"], result["threads"]) == ("fp16", "transformers", 1)
+    assert (result["prompt_tokens"], result["gen_tokens"], result["runs"]) == (16, 24, 2)
+    assert len(result["samples"]) == 2 and all(s["decode_seconds"] > 0 for s in result["samples"])
+    assert result["prompt_tok_s"] > 0 and result["decode_tok_s"] > 0
+    assert result["hardware"]["cpu"] and result["hardware"]["cpus_available"] >= 1
+    assert result["versions"]["torch"] and "memory_bandwidth" not in result
+    json.dumps(result, allow_nan=False)
+
+
+@pytest.mark.e2e
+def test_bench_of_a_gguf_includes_the_memory_bandwidth_ratio(f16_dir):
+    runtime = load_runtime(f16_dir)
+    result = bench_module.bench(runtime=runtime, prompt_tokens=16, gen_tokens=48, runs=2, warmup=1, threads=1, progress=False)
+    assert (result["format"], result["runtime"], result["threads"], result["prompt_tokens"]) == ("gguf", "llama.cpp", 1, 16)
+    assert result["decode_tok_s"] > 0 and result["prompt_tok_s"] > 0
+    bandwidth = result["memory_bandwidth"]
+    assert bandwidth["bytes_per_token"] == runtime.info.decode_bytes > 0
+    assert bandwidth["copy_bandwidth_gb_s"] > 0
+    assert bandwidth["limit_tok_s"] == pytest.approx(bandwidth["copy_bandwidth_gb_s"] * 1e9 / bandwidth["bytes_per_token"], rel=0.01)
+    assert bandwidth["ratio"] == pytest.approx(result["decode_tok_s"] / bandwidth["limit_tok_s"], rel=0.01)
+    assert result["versions"]["llama-cpp-python"] and result["versions"]["gguf"]
+
+
+def test_copy_bandwidth_is_measured():
+    assert bench_module.measure_copy_bandwidth(threads=2, buffer_bytes=16 << 20, repeats=2) > 1e8
+
+
+def test_bad_settings_are_refused(hf_runtime):
+    with pytest.raises(ValueError, match="gen_tokens >= 2"):
+        bench_module.bench(runtime=hf_runtime, gen_tokens=1, progress=False)
+    with pytest.raises(ValueError, match="exceed the model's context of 2048"):
+        bench_module.bench(runtime=hf_runtime, prompt_tokens=2000, gen_tokens=100, progress=False)
+
+
+@pytest.mark.e2e
+def test_cli_bench_prints_json(f16_dir, capsys):
+    code = main(["bench", str(f16_dir), "--json", "--prompt-tokens", "16", "--gen-tokens", "8", "--runs", "1",
+                 "--warmup", "1", "--threads", "1"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["model"], result["device"], result["format"]) == (str(f16_dir), "cpu", "gguf")
+    assert result["decode_tok_s"] > 0
+
+
+def test_cli_bench_on_cuda_without_cuda_fails_clearly(tiny_random_model, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["bench", str(tiny_random_model), "--device", "cuda"]) != 0
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_cli_bench_of_a_gguf_on_cuda_without_gpu_build_fails_clearly(f16_dir, capsys):
+    assert main(["bench", str(f16_dir), "--device", "cuda", "--json"]) != 0
+    captured = capsys.readouterr()
+    assert "no GPU offload" in captured.err and captured.out == ""

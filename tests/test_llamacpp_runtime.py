@@ -1,0 +1,199 @@
+"""The llama.cpp runtime: loads GGUFs, generates with the transformers runtime's semantics, fails clearly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert import gguf as gguf_convert
+from invoker.files import atomic_output_dir
+from invoker.prompt import render_prompt
+from invoker.runtimes import GenerationParams, detect_format, generate, load_runtime
+from invoker.runtimes.llamacpp_runtime import LlamaCppRuntime, find_gguf, inspect_gguf
+
+PROMPT = render_prompt(
+    [{"role": "user", "content": "What's the weather in Paris?"}],
+    functions=[{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+)
+
+
+@pytest.fixture(scope="module")
+def f16_dir(tiny_random_model, tmp_path_factory) -> Path:
+    final = tmp_path_factory.mktemp("llamacpp") / "gguf-F16"
+    with atomic_output_dir(final) as tmp:
+        gguf_convert.convert(source_dir=tiny_random_model, out_dir=tmp, variant="F16", calibration=None,
+                             progress=False, model_name="tiny")
+    return final
+
+
+@pytest.fixture(scope="module")
+def runtime(f16_dir) -> LlamaCppRuntime:
+    return load_runtime(f16_dir)
+
+
+@pytest.fixture(scope="module")
+def hf_runtime(tiny_random_model):
+    return load_runtime(tiny_random_model)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_variant_dir_or_its_gguf_file_loads_through_the_one_loader(f16_dir, runtime):
+    assert detect_format(f16_dir) == "gguf" and detect_format(f16_dir / "tiny-F16.gguf") == "gguf"
+    assert isinstance(runtime, LlamaCppRuntime)
+    assert (runtime.format, runtime.runtime, runtime.context_length) == ("gguf", "llama.cpp", 2048)
+    assert load_runtime(f16_dir / "tiny-F16.gguf").gguf_file == runtime.gguf_file
+
+
+@pytest.mark.e2e
+def test_greedy_output_and_token_counts_match_the_transformers_runtime(runtime, hf_runtime):
+    params = GenerationParams(max_tokens=24)
+    ours, theirs = generate(runtime, PROMPT, params), generate(hf_runtime, PROMPT, params)
+    assert ours == theirs  # same text, finish reason and counts: F16 llama.cpp vs fp32 torch, argmax agrees
+    assert runtime.count_tokens(PROMPT) == hf_runtime.count_tokens(PROMPT) == ours.prompt_tokens
+
+
+@pytest.mark.e2e
+def test_max_tokens_and_ignore_eos_give_exactly_that_many_tokens(runtime):
+    result = generate(runtime, PROMPT, GenerationParams(max_tokens=7, ignore_eos=True))
+    assert (result.finish_reason, result.completion_tokens) == ("length", 7)
+
+
+@pytest.mark.e2e
+def test_stop_strings_end_the_output_before_them_and_never_stream(runtime):
+    free = generate(runtime, PROMPT, GenerationParams(max_tokens=24)).text
+    stop = free[3:5]
+    assert stop and stop in free
+    chunks = list(runtime.stream(PROMPT, GenerationParams(max_tokens=24, stop=[stop])))
+    text = "".join(c.text for c in chunks)
+    assert text == free[: free.index(stop)]
+    assert chunks[-1].finish_reason == "stop" and all(stop not in c.text for c in chunks)
+
+
+@pytest.mark.e2e
+def test_sampling_is_reproducible_per_seed(runtime):
+    params = dict(max_tokens=16, temperature=1.5, top_p=0.9)
+    first = generate(runtime, PROMPT, GenerationParams(**params, seed=11))
+    assert generate(runtime, PROMPT, GenerationParams(**params, seed=11)) == first
+    others = {generate(runtime, PROMPT, GenerationParams(**params, seed=s)).text for s in (1, 2, 3)}
+    assert others - {first.text}
+
+
+@pytest.mark.e2e
+def test_top_p_keeps_only_the_most_likely_token_when_tiny(runtime):
+    greedy = generate(runtime, PROMPT, GenerationParams(max_tokens=12))
+    nucleus = generate(runtime, PROMPT, GenerationParams(max_tokens=12, temperature=1.0, top_p=1e-6, seed=5))
+    assert nucleus == greedy
+
+
+@pytest.mark.e2e
+def test_a_grammar_constrains_the_output(runtime):
+    result = generate(runtime, PROMPT, GenerationParams(max_tokens=8, grammar='root ::= "ok" "!"'))
+    assert (result.text, result.finish_reason) == ("ok!", "stop")
+    with pytest.raises(ValueError, match="grammar"):
+        runtime.stream(PROMPT, GenerationParams(grammar="root ::= ("))
+
+
+@pytest.mark.e2e
+def test_closing_the_stream_stops_generation(runtime):
+    stream = runtime.stream(PROMPT, GenerationParams(max_tokens=50, ignore_eos=True))
+    next(stream)
+    decoded = runtime.llama.n_tokens
+    stream.close()
+    assert decoded <= runtime.count_tokens(PROMPT) + 3  # the prompt and the few tokens behind the first chunk
+    assert runtime.llama.n_tokens == decoded  # nothing more was decoded after close
+
+
+@pytest.mark.e2e
+def test_a_prompt_longer_than_the_context_is_refused_before_any_work(runtime):
+    with pytest.raises(ValueError, match="longer than the model's context of 2048 tokens"):
+        runtime.stream("word " * 3000, GenerationParams())
+
+
+@pytest.mark.e2e
+def test_the_kv_cache_is_reused_for_a_shared_prefix_without_changing_the_output(runtime):
+    first = generate(runtime, PROMPT + " a", GenerationParams(max_tokens=10))
+    again = generate(runtime, PROMPT + " a", GenerationParams(max_tokens=10))
+    other = generate(runtime, PROMPT, GenerationParams(max_tokens=10))
+    fresh = load_runtime(runtime.gguf_file)
+    assert first == again and other == generate(fresh, PROMPT, GenerationParams(max_tokens=10))
+
+
+@pytest.mark.e2e
+def test_cuda_without_gpu_offload_is_a_clear_error(f16_dir):
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python build can offload to a GPU")
+    with pytest.raises(RuntimeError, match="device 'cuda' requested but this llama-cpp-python build has no GPU offload"):
+        load_runtime(f16_dir, device="cuda")
+
+
+# --- broken files ---------------------------------------------------------------------------------
+
+
+def write_tiny_gguf(path: Path, *, with_tokenizer: bool) -> Path:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    if with_tokenizer:
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(["<unk>", "<s>", "</s>"])
+    writer.add_tensor("token_embd.weight", np.zeros((3, 32), dtype=np.float32))
+    writer.add_tensor("output.weight", np.ones((3, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_file_that_is_not_gguf_is_named(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(ValueError, match=f"{path}: not a GGUF file"):
+        LlamaCppRuntime.load(path)
+
+
+def test_a_truncated_gguf_is_named(tmp_path):
+    path = write_tiny_gguf(tmp_path / "model.gguf", with_tokenizer=True)
+    assert inspect_gguf(path).decode_bytes == 3 * 32 * 4  # every tensor but the token embedding
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(ValueError, match=f"{path}: (truncated|corrupt or truncated) GGUF"):
+        LlamaCppRuntime.load(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match=f"{path}: (truncated|corrupt or truncated) GGUF"):
+        LlamaCppRuntime.load(path)
+
+
+def test_a_gguf_without_tokenizer_is_named(tmp_path):
+    path = write_tiny_gguf(tmp_path / "model.gguf", with_tokenizer=False)
+    with pytest.raises(ValueError, match=f"{path}: the GGUF has no tokenizer"):
+        LlamaCppRuntime.load(path)
+
+
+def test_a_dir_needs_exactly_one_model_gguf(tmp_path):
+    write_tiny_gguf(tmp_path / "imatrix.gguf", with_tokenizer=False)
+    with pytest.raises(ValueError, match="expected exactly one model .gguf file, found none"):
+        find_gguf(tmp_path)
+    write_tiny_gguf(tmp_path / "a.gguf", with_tokenizer=True)
+    assert find_gguf(tmp_path) == tmp_path / "a.gguf"
+    shutil.copy(tmp_path / "a.gguf", tmp_path / "b.gguf")
+    with pytest.raises(ValueError, match="found a.gguf, b.gguf"):
+        find_gguf(tmp_path)
+
+
+@pytest.mark.e2e
+def test_one_stream_at_a_time_is_enforced_not_corrupted(runtime):
+    assert runtime.max_concurrent_streams == 1  # what the server reads to queue requests
+    first = runtime.stream(PROMPT, GenerationParams(max_tokens=5, ignore_eos=True))
+    next(first)
+    with pytest.raises(RuntimeError, match="one stream at a time"):
+        runtime.stream(PROMPT, GenerationParams(max_tokens=5))
+    first.close()
+    assert generate(runtime, PROMPT, GenerationParams(max_tokens=5)).completion_tokens >= 1
