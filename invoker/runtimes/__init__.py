@@ -32,6 +32,8 @@ FORMATS = ("fp16", "gptq", "awq", "gguf")
 # runtime name -> (module, class, formats it loads). Add a runtime with one line here and one module.
 RUNTIMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "transformers": ("invoker.runtimes.transformers_runtime", "TransformersRuntime", ("fp16", "gptq", "awq")),
+    "llama.cpp": ("invoker.runtimes.llamacpp_runtime", "LlamaCppRuntime", ("gguf",)),
+    "exllamav2": ("invoker.runtimes.exllamav2_runtime", "ExLlamaV2Runtime", ("gptq",)),  # CUDA only; used when named
 }
 
 
