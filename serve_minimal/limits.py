@@ -1,0 +1,194 @@
+"""What keeps a server up under bad input and load: body size, API key, and the admission queue.
+
+- ``BodySizeLimit``: an ASGI middleware answering 413 for a body over the limit, whether announced by
+  ``Content-Length`` or sent chunked (the body is read up to the limit, then replayed to the app).
+- ``ApiKeyGate``: ``Authorization: Bearer KEY`` compared in constant time, before the body is read or
+  parsed (a request without the key learns nothing about its body); 401 otherwise. ``/health`` and
+  the API docs stay open.
+- ``AdmissionQueue``: at most ``slots`` generations run at once; later requests wait in arrival order
+  (FIFO) — at most ``max_waiting`` of them, each at most ``max_wait_seconds`` — else 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections import deque
+
+from serve_minimal.errors import APIError, error_body
+
+RETRY_AFTER_SECONDS = "1"
+
+
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class ApiKeyGate:
+    """Refuse requests without ``Authorization: Bearer <api_key>`` with an OpenAI-shaped 401."""
+
+    def __init__(self, app, *, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or has_api_key(_header(scope, b"authorization"), api_key=self.api_key):
+            await self.app(scope, receive, send)
+            return
+        body = error_body(
+            message="missing or incorrect API key: send the header 'Authorization: Bearer <key>'",
+            type="invalid_request_error",
+            code="invalid_api_key",
+        )
+        await _send_json(send, status=401, body=body, headers=[(b"www-authenticate", b"Bearer")])
+
+
+def has_api_key(authorization: str | None, *, api_key: str) -> bool:
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
+class BodySizeLimit:
+    """Refuse request bodies larger than ``max_bytes`` with an OpenAI-shaped 413."""
+
+    def __init__(self, app, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(send, size=f"{declared} bytes")
+            return
+        body, complete = await _read_body(receive, limit=self.max_bytes)
+        if not complete:
+            await self._refuse(send, size=f"more than {self.max_bytes} bytes")
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _refuse(self, send, *, size: str) -> None:
+        body = error_body(
+            message=f"request body is {size}; the limit is {self.max_bytes} bytes",
+            type="invalid_request_error",
+            code="request_too_large",
+        )
+        await _send_json(send, status=413, body=body, headers=[(b"connection", b"close")])
+
+
+async def _send_json(send, *, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _content_length(scope) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+async def _read_body(receive, *, limit: int) -> tuple[bytes, bool]:
+    """The whole body, or (what was read, False) once it passes ``limit``."""
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts), True
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", False
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts), True
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+class AdmissionQueue:
+    """A fair (FIFO) gate in front of generation: ``slots`` run, ``max_waiting`` wait, the rest get 429.
+
+    ``acquire()`` returns once the caller holds a slot; ``release()`` hands the slot to the longest
+    waiter. Lives on one event loop; ``release`` must be called on that loop.
+    """
+
+    def __init__(self, *, slots: int, max_waiting: int, max_wait_seconds: float) -> None:
+        if slots < 1:
+            raise ValueError(f"max concurrency must be >= 1, got {slots}")
+        if max_waiting < 0:
+            raise ValueError(f"max queue must be >= 0, got {max_waiting}")
+        self.slots = slots
+        self.max_waiting = max_waiting
+        self.max_wait_seconds = max_wait_seconds
+        self.running = 0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+    async def acquire(self) -> None:
+        if self.running < self.slots and not self.waiting:
+            self.running += 1
+            return
+        if self.waiting >= self.max_waiting:
+            raise _busy(f"the server is busy: {self.running} generations running and {self.waiting} waiting "
+                        f"(max concurrency {self.slots}, max queue {self.max_waiting}); retry later", code="queue_full")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.max_wait_seconds):
+                await waiter
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return  # the slot arrived as the wait ran out: it is ours
+            self._forget(waiter)
+            raise _busy(f"waited {self.max_wait_seconds:g} s for a free generation slot; retry later", code="queue_timeout") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            else:
+                self._forget(waiter)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot moves to the waiter; running is unchanged
+                return
+        self.running -= 1
+
+    def _forget(self, waiter: asyncio.Future) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+
+def _busy(message: str, *, code: str) -> APIError:
+    return APIError(429, message, type="rate_limit_error", code=code, headers={"Retry-After": RETRY_AFTER_SECONDS})

@@ -1,0 +1,389 @@
+"""The chat-completions API with a scripted runtime (no model): shapes, tool choice, parameters, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_minimal.app import create_app
+from serve_minimal.settings import ServerSettings
+from server_support import GET_TIME, GET_WEATHER, ScriptedRuntime, call_output, text_output
+
+USER = [{"role": "user", "content": "Can you check what is the time in Singapore?"}]
+TOOLS = [{"type": "function", "function": GET_TIME}, {"type": "function", "function": GET_WEATHER}]
+
+
+def client_for(runtime, **settings) -> TestClient:
+    return TestClient(create_app(runtime=runtime, settings=ServerSettings(model_name="tiny-test", **settings)))
+
+
+def post(client, body, *, path="/v1/chat/completions", **kwargs):
+    return client.post(path, json={"model": "tiny-test", **body}, **kwargs)
+
+
+def assert_error(response, status, *, param=None, code=None, contains=None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    if contains is not None:
+        assert contains in error["message"]
+    assert "Traceback" not in response.text
+    return error
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+
+def test_text_answer_has_openai_shape_and_usage():
+    runtime = ScriptedRuntime(text_output("The time is 08:00 AM."))
+    response = post(client_for(runtime), {"messages": USER})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["model"] == "tiny-test"
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "The time is 08:00 AM."},
+                                "logprobs": None, "finish_reason": "stop"}]
+    prompt, params = runtime.calls[0]
+    chunks = -(-len(text_output("The time is 08:00 AM.")) // runtime.chunk_chars)  # one token per chunk
+    assert body["usage"] == {"prompt_tokens": runtime.count_tokens(prompt), "completion_tokens": chunks,
+                             "total_tokens": runtime.count_tokens(prompt) + chunks}
+
+
+def test_legacy_functions_get_a_function_call():
+    runtime = ScriptedRuntime(call_output("get_time", {"location": "Singapore", "format": "12-hour"}))
+    body = post(client_for(runtime), {"messages": USER, "functions": [GET_TIME]}).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"] == {"role": "assistant", "content": None, "function_call": {
+        "name": "get_time", "arguments": '{"location": "Singapore", "format": "12-hour"}'}}
+    prompt, _ = runtime.calls[0]
+    assert '"name": "get_time"' in prompt and prompt.endswith("\nASSISTANT:")
+
+
+def test_tools_get_tool_calls_with_ids():
+    runtime = ScriptedRuntime(call_output("get_weather", {"city": "Paris"}))
+    body = post(client_for(runtime), {"messages": USER, "tools": TOOLS}).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_") and len(call["id"]) == 29
+    assert call["type"] == "function"
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert choice["message"]["content"] is None and "function_call" not in choice["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/chat/completions"])
+def test_routes_answer_with_and_without_v1(path):
+    body = post(client_for(ScriptedRuntime(text_output("hi"))), {"messages": USER}, path=path).json()
+    assert body["choices"][0]["message"]["content"] == "hi"
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/models"])
+def test_models_lists_the_served_model(path):
+    body = client_for(ScriptedRuntime()).get(path).json()
+    assert body["object"] == "list"
+    assert [(m["id"], m["object"]) for m in body["data"]] == [("tiny-test", "model")]
+
+
+def test_health_reports_the_model_and_the_queue():
+    body = client_for(ScriptedRuntime()).get("/health").json()
+    assert body == {"status": "ok", "model": "tiny-test", "format": "fp16", "runtime": "scripted", "running": 0, "waiting": 0}
+
+
+def test_output_that_is_not_invoker_json_comes_back_as_text_and_is_counted():
+    client = client_for(ScriptedRuntime("I am not JSON at all"))
+    body = post(client, {"messages": USER, "functions": [GET_TIME]}).json()
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "I am not JSON at all"}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert "invoker_invalid_outputs_total 1.0" in client.get("/metrics").text
+
+
+def test_a_call_cut_by_max_tokens_returns_the_partial_call_with_length():
+    runtime = ScriptedRuntime(call_output("get_time", {"location": "Singapore"}), chunk_chars=4)
+    body = post(client_for(runtime), {"messages": USER, "functions": [GET_TIME], "max_tokens": 20}).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["function_call"]["name"] == "get_time"
+    assert '{"location": "Sing'.startswith(choice["message"]["function_call"]["arguments"][:5])
+
+
+def test_a_forced_call_cut_inside_its_name_is_empty_content_with_length_and_not_counted_invalid():
+    runtime = ScriptedRuntime('get_time", "arguments": "{}"}}```', chunk_chars=4)
+    client = client_for(runtime)
+    tools = [{"type": "function", "function": GET_TIME}]
+    cut = post(client, {"messages": USER, "tools": tools, "tool_choice": "required", "max_tokens": 1}).json()
+    assert cut["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": ""}, "logprobs": None,
+                                 "finish_reason": "length"}
+    named = post(client, {"messages": USER, "tools": tools, "tool_choice": "required", "max_tokens": 3}).json()
+    assert named["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "get_time", "arguments": ""}
+    assert named["choices"][0]["finish_reason"] == "length"
+    metrics = client.get("/metrics").text
+    assert "invoker_invalid_outputs_total 0.0" in metrics and "invoker_schema_invalid_calls_total 0.0" in metrics
+
+
+# --- tool choice -----------------------------------------------------------------------------------
+
+
+def test_none_renders_without_functions_and_never_returns_a_call():
+    runtime = ScriptedRuntime(call_output("get_time", {"location": "x"}))
+    body = post(client_for(runtime), {"messages": USER, "functions": [GET_TIME], "function_call": "none"}).json()
+    prompt, params = runtime.calls[0]
+    assert prompt.startswith("Available Functions:\nNone\n\n")
+    assert "function_call" not in body["choices"][0]["message"]
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert "call" not in params.grammar.split("\n")[0]  # the grammar allows text only
+
+
+def test_forced_function_prefills_the_call_and_constrains_its_arguments():
+    runtime = ScriptedRuntime('{\\"location\\": \\"Singapore\\"}"}}```')  # the model continues after the prefill
+    body = post(client_for(runtime), {"messages": USER, "functions": [GET_TIME, GET_WEATHER],
+                                      "function_call": {"name": "get_time"}}).json()
+    prompt, params = runtime.calls[0]
+    assert prompt.endswith('\nASSISTANT: ```{"content": null, "function_call": {"name": "get_time", "arguments": "')
+    assert params.grammar.startswith("root ::= f0-args ")
+    assert body["choices"][0]["message"]["function_call"] == {"name": "get_time", "arguments": '{"location": "Singapore"}'}
+    assert body["choices"][0]["finish_reason"] == "function_call"
+
+
+def test_named_tool_choice_and_required():
+    runtime = ScriptedRuntime('get_weather", "arguments": "{\\"city\\": \\"Oslo\\"}"}}```')
+    body = post(client_for(runtime), {"messages": USER, "tools": TOOLS, "tool_choice": "required"}).json()
+    prompt, _ = runtime.calls[0]
+    assert prompt.endswith('{"content": null, "function_call": {"name": "')
+    assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    runtime = ScriptedRuntime('{\\"city\\": \\"Oslo\\"}"}}```')
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    body = post(client_for(runtime), {"messages": USER, "tools": TOOLS, "tool_choice": named}).json()
+    assert body["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_forced_calls_work_with_constraints_off_too():
+    runtime = ScriptedRuntime('{\\"location\\": \\"Oslo\\"}"}}```')
+    body = post(client_for(runtime), {"messages": USER, "functions": [GET_TIME], "function_call": {"name": "get_time"},
+                                      "constrained": False}).json()
+    assert runtime.calls[0][1].grammar is None
+    assert body["choices"][0]["message"]["function_call"]["arguments"] == '{"location": "Oslo"}'
+
+
+def test_constrained_decoding_is_on_by_default_and_can_be_turned_off():
+    runtime = ScriptedRuntime(text_output("ok"))
+    client = client_for(runtime)
+    post(client, {"messages": USER, "functions": [GET_TIME]})
+    post(client, {"messages": USER, "functions": [GET_TIME], "constrained": False})
+    assert runtime.calls[0][1].grammar.startswith("root ::= ")
+    assert runtime.calls[1][1].grammar is None
+    off = ScriptedRuntime(text_output("ok"))
+    client = client_for(off, constrained=False)
+    post(client, {"messages": USER, "functions": [GET_TIME]})
+    post(client, {"messages": USER, "functions": [GET_TIME], "constrained": True})
+    assert off.calls[0][1].grammar is None and off.calls[1][1].grammar is not None
+
+
+def test_follow_up_turns_render_function_and_tool_results():
+    runtime = ScriptedRuntime(text_output("The time in Singapore is 08:00 AM."))
+    client = client_for(runtime)
+    call = {"name": "get_time", "arguments": '{"location": "Singapore"}'}
+    legacy = USER + [{"role": "assistant", "content": None, "function_call": call},
+                     {"role": "function", "name": "get_time", "content": "08:00 AM"}]
+    body = post(client, {"messages": legacy, "functions": [GET_TIME]}).json()
+    assert body["choices"][0]["message"]["content"] == "The time in Singapore is 08:00 AM."
+    tools = USER + [{"role": "assistant", "content": None, "refusal": None,
+                     "tool_calls": [{"id": "call_1", "type": "function", "function": call}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "08:00 AM"}]
+    post(client, {"messages": tools, "tools": TOOLS})
+    for prompt, _ in runtime.calls:
+        assert 'ASSISTANT: ```{"content": null, "function_call": {"name": "get_time", "arguments": "{\\"location\\": \\"Singapore\\"}"}}```' in prompt
+        assert '\nFUNCTION: ```{"name": "get_time", "content": "08:00 AM"}```\nASSISTANT:' in prompt
+
+
+def test_developer_messages_are_system_messages():
+    runtime = ScriptedRuntime(text_output("ok"))
+    post(client_for(runtime), {"messages": [{"role": "developer", "content": "Be brief."}] + USER})
+    assert "\nSYSTEM: Be brief.\nUSER: " in runtime.calls[0][0]
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+
+def test_sampling_parameters_reach_the_runtime():
+    runtime = ScriptedRuntime(text_output("ok"))
+    client = client_for(runtime)
+    post(client, {"messages": USER})
+    post(client, {"messages": USER, "temperature": 0, "top_p": 0.5, "max_tokens": 7, "stop": ["\n", "END"], "seed": 3})
+    default, chosen = runtime.calls[0][1], runtime.calls[1][1]
+    assert (default.temperature, default.top_p, default.seed, default.stop) == (0.5, 1.0, None, ())
+    assert default.max_tokens == 2048 - runtime.count_tokens(runtime.calls[0][0])  # the rest of the context
+    assert (chosen.temperature, chosen.top_p, chosen.max_tokens, chosen.stop, chosen.seed) == (0, 0.5, 7, ("\n", "END"), 3)
+
+
+def test_stop_strings_cut_the_answer():
+    body = post(client_for(ScriptedRuntime("alpha beta END gamma")), {"messages": USER, "stop": "END"}).json()
+    assert body["choices"][0]["message"]["content"] == "alpha beta"
+
+
+@pytest.mark.parametrize(("field", "value", "param"), [
+    ("temperature", 2.5, "temperature"),
+    ("temperature", -1, "temperature"),
+    ("temperature", "hot", "temperature"),
+    ("top_p", 0, "top_p"),
+    ("top_p", 1.5, "top_p"),
+    ("max_tokens", 0, "max_tokens"),
+    ("max_tokens", 1.5, "max_tokens"),
+    ("n", 2, "n"),
+    ("n", 1.5, "n"),
+    ("stop", ["a", "b", "c", "d", "e"], "stop"),
+    ("stop", [""], "stop[0]"),
+    ("seed", "x", "seed"),
+    ("stream", "yes", "stream"),
+    ("presence_penalty", 1.0, "presence_penalty"),
+    ("logprobs", True, "logprobs"),
+    ("logit_bias", {"1": 5}, "logit_bias"),
+    ("response_format", {"type": "json_schema"}, "response_format.type"),
+    ("frequency_penalty", -0.5, "frequency_penalty"),
+    ("unknown_option", 1, "unknown_option"),
+])
+def test_bad_or_unsupported_parameters_are_a_400_naming_the_field(field, value, param):
+    response = post(client_for(ScriptedRuntime(text_output("x"))), {"messages": USER, field: value})
+    assert_error(response, 400, param=param)
+
+
+def test_max_tokens_beyond_the_context_is_refused_with_the_numbers():
+    runtime = ScriptedRuntime(text_output("x"), context_length=100)
+    error = assert_error(post(client_for(runtime), {"messages": USER, "max_tokens": 10**12}), 400, param="max_tokens",
+                         code="context_length_exceeded")
+    assert "context is 100 tokens" in error["message"] and "Ask for at most" in error["message"]
+
+
+def test_a_prompt_longer_than_the_context_is_refused_with_the_numbers():
+    runtime = ScriptedRuntime(text_output("x"), context_length=30)
+    long = [{"role": "user", "content": "word " * 100}]
+    error = assert_error(post(client_for(runtime), {"messages": long}), 400, param="messages", code="context_length_exceeded")
+    assert "context is 30 tokens" in error["message"]
+    assert runtime.calls == []
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "param", "contains"), [
+    ({"messages": []}, "messages", "at least 1"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role", "'user'"),
+    ({"messages": [{"content": "hi"}]}, "messages[0].role", "required"),
+    ({"messages": "hello"}, "messages", None),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", None),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages[0].content[0].type", "text"),
+    ({"messages": [{"role": "user"}]}, "messages[0].content", "required"),
+    ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].name", "name"),
+    ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "nope"}]}, "messages[0].tool_call_id", "nope"),
+    ({"messages": USER, "functions": [{"name": "bad name!"}]}, "functions[0].name", None),
+    ({"messages": USER, "functions": [{"name": "f", "parameters": {"type": "array"}}]}, "functions[0].parameters.type", None),
+    ({"messages": USER, "functions": [{"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "nope"}}}}]},
+     "functions[0].parameters.properties.a.type", None),
+    ({"messages": USER, "functions": [GET_TIME, GET_TIME]}, "functions[1].name", "duplicate"),
+    ({"messages": USER, "tools": [{"type": "retrieval"}]}, "tools[0].type", None),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"u": {"enum": []}}}}}]},
+     "tools[0].function.parameters.properties.u.enum", None),
+    ({"messages": USER, "functions": [GET_TIME], "function_call": {"name": "nope"}}, "function_call", "'nope'"),
+    ({"messages": USER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", None),
+    ({"messages": USER, "tool_choice": "required"}, "tool_choice", "needs tools"),
+    ({"messages": USER, "function_call": "auto"}, "function_call", "needs functions"),
+    ({"messages": USER, "functions": [GET_TIME], "tools": TOOLS}, "tools", "not both"),
+    ({"messages": USER, "tools": [], "tool_choice": "required"}, "tool_choice", "at least one function"),
+    ({"messages": USER, "stream_options": {"include_usage": True}}, "stream_options", None),
+    ({"messages": USER, "model": 5}, "model", None),
+])
+def test_bad_requests_are_a_400_naming_the_field(body, param, contains):
+    runtime = ScriptedRuntime(text_output("x"))
+    response = post(client_for(runtime), body)
+    assert_error(response, 400, param=param, contains=contains)
+    assert runtime.calls == []
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"model": "m", "messages": [{"role": "user", "content": "x"}]'])
+def test_bodies_that_are_not_a_json_object_are_a_400(raw):
+    response = client_for(ScriptedRuntime()).post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert_error(response, 400)
+
+
+def test_unknown_routes_and_methods_get_openai_error_bodies():
+    client = client_for(ScriptedRuntime())
+    assert_error(client.get("/v1/nothing"), 404, code="not_found")
+    not_allowed = client.get("/v1/chat/completions")
+    assert_error(not_allowed, 405, code="method_not_allowed")
+    assert not_allowed.headers["allow"] == "POST"
+
+
+def test_bodies_over_the_limit_are_a_413_whether_announced_or_chunked():
+    client = client_for(ScriptedRuntime(), max_body_bytes=1000)
+    big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]})
+    assert_error(client.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"}), 413,
+                 code="request_too_large")
+    chunked = client.post("/v1/chat/completions", content=iter([big[:600].encode(), big[600:].encode()]),
+                          headers={"content-type": "application/json"})
+    assert_error(chunked, 413, code="request_too_large")
+    assert post(client, {"messages": USER}).status_code == 200
+
+
+def test_ten_megabyte_body_is_refused_before_parsing():
+    client = client_for(ScriptedRuntime())
+    huge = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * (10 << 20) + b'"}]}'
+    assert_error(client.post("/v1/chat/completions", content=huge, headers={"content-type": "application/json"}), 413)
+
+
+def test_runtime_failures_are_a_500_without_a_traceback():
+    runtime = ScriptedRuntime(text_output("x"), fail_with=RuntimeError("CUDA exploded at 0xdeadbeef"))
+    client = TestClient(create_app(runtime=runtime, settings=ServerSettings(model_name="m")), raise_server_exceptions=False)
+    response = post(client, {"messages": USER})
+    error = assert_error(response, 500, code="internal_error")
+    assert "deadbeef" not in response.text and error["type"] == "server_error"
+    assert client.get("/health").status_code == 200  # the server is still up, the slot released
+    assert client.get("/health").json()["running"] == 0
+
+
+def test_runtime_value_errors_before_output_are_a_400():
+    runtime = ScriptedRuntime(text_output("x"), fail_with=ValueError("prompt has a bad token"))
+    assert_error(post(client_for(runtime), {"messages": USER}), 400, contains="bad token")
+
+
+# --- auth ------------------------------------------------------------------------------------------
+
+
+def test_api_key_is_required_when_set():
+    client = client_for(ScriptedRuntime(text_output("ok")), api_key="sekrit")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekrit"}, {"Authorization": "Basic sekrit"}):
+        response = post(client, {"messages": USER}, headers=headers)
+        assert_error(response, 401, code="invalid_api_key")
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert_error(client.get("/v1/models"), 401)
+    assert_error(client.get("/metrics"), 401)
+    ok = {"Authorization": "Bearer sekrit"}
+    assert post(client, {"messages": USER}, headers=ok).status_code == 200
+    assert client.get("/v1/models", headers=ok).status_code == 200
+    assert client.get("/health").status_code == 200  # liveness stays open
+
+
+def test_missing_key_is_reported_before_a_bad_body():
+    client = client_for(ScriptedRuntime(), api_key="sekrit")
+    assert_error(client.post("/v1/chat/completions", content=b"{bad", headers={"content-type": "application/json"}), 401)
+    assert_error(post(client, {"messages": []}), 401)
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_tokens_and_latency():
+    client = client_for(ScriptedRuntime(text_output("The time is 08:00 AM.")))
+    post(client, {"messages": USER})
+    post(client, {"messages": []})
+    text = client.get("/metrics").text
+    assert 'invoker_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
+    assert 'invoker_requests_total{route="/v1/chat/completions",status="400"} 1.0' in text
+    assert "invoker_completion_tokens_total 22.0" in text  # 66 characters in chunks of 3
+    assert 'invoker_completions_total{finish_reason="stop"} 1.0' in text
+    assert "invoker_request_duration_seconds_count 1.0" in text

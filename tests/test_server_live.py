@@ -1,0 +1,235 @@
+"""A real uvicorn on a loopback port, driven by the official ``openai`` client and raw HTTP (scripted runtime).
+
+Covers what only a live server shows: the client library's view, client disconnects stopping the
+generation, the admission queue (FIFO, 429s), and /health staying fast while generation runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from serve_minimal.app import create_app
+from serve_minimal.settings import ServerSettings
+from server_support import (
+    GET_TIME,
+    ScriptedRuntime,
+    assert_health_fast,
+    call_output,
+    live_server,
+    load_in_subprocess,
+    probe_health,
+    text_output,
+)
+
+USER = [{"role": "user", "content": "Can you check what is the time in Singapore?"}]
+
+
+def invoker_like(prompt: str, params) -> str:
+    """Calls get_time on a first turn, answers in text after a function result, continues a prefill."""
+    if prompt.endswith('"arguments": "'):
+        return '{\\"location\\": \\"Singapore\\", \\"format\\": \\"12-hour\\"}"}}```'
+    if prompt.endswith('"name": "'):
+        return 'get_time", "arguments": "{\\"location\\": \\"Singapore\\"}"}}```'
+    if "\nFUNCTION: " in prompt:
+        return text_output("The time in Singapore is 08:00 AM.")
+    if "Available Functions:\nNone" in prompt:
+        return text_output("I can't check the time.")
+    return call_output("get_time", {"location": "Singapore", "format": "12-hour"})
+
+
+@pytest.fixture(scope="module")
+def served():
+    runtime = ScriptedRuntime(invoker_like, delay=0.002)
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="invoker-test", api_key="test", max_concurrency=2))
+    with live_server(app) as url:
+        yield url, runtime
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1"])
+def test_openai_client_legacy_functions_then_follow_up(served, suffix):
+    url, _ = served
+    client = openai.OpenAI(base_url=url + suffix, api_key="test", max_retries=0)
+    messages = list(USER)
+    response = client.chat.completions.create(model="invoker-test", messages=messages, functions=[GET_TIME])
+    message = response.choices[0].message
+    assert response.choices[0].finish_reason == "function_call"
+    assert message.function_call.name == "get_time"
+    assert json.loads(message.function_call.arguments) == {"location": "Singapore", "format": "12-hour"}
+    assert response.usage.completion_tokens > 0
+    messages.append(message)  # the client's own message object, echoed back as the README does
+    messages.append({"role": "function", "name": "get_time", "content": "08:00 AM"})
+    second = client.chat.completions.create(model="invoker-test", messages=messages, functions=[GET_TIME])
+    assert second.choices[0].message.content == "The time in Singapore is 08:00 AM."
+    assert second.choices[0].finish_reason == "stop"
+
+
+def test_openai_client_tools_streaming_forced_and_none(served):
+    url, _ = served
+    client = openai.OpenAI(base_url=url + "/v1", api_key="test", max_retries=0)
+    tools = [{"type": "function", "function": GET_TIME}]
+    chunks = list(client.chat.completions.create(model="invoker-test", messages=USER, tools=tools, stream=True))
+    name = "".join(c.choices[0].delta.tool_calls[0].function.name or "" for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
+                        for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    assert name == "get_time" and json.loads(arguments)["location"] == "Singapore"
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    forced = client.chat.completions.create(model="invoker-test", messages=USER, tools=tools,
+                                            tool_choice={"type": "function", "function": {"name": "get_time"}})
+    (call,) = forced.choices[0].message.tool_calls
+    assert call.id.startswith("call_") and call.function.name == "get_time"
+    required = client.chat.completions.create(model="invoker-test", messages=USER, tools=tools, tool_choice="required")
+    assert required.choices[0].finish_reason == "tool_calls"
+    follow_up = USER + [forced.choices[0].message, {"role": "tool", "tool_call_id": call.id, "content": "08:00 AM"}]
+    answer = client.chat.completions.create(model="invoker-test", messages=follow_up, tools=tools)
+    assert answer.choices[0].message.content == "The time in Singapore is 08:00 AM."
+    none = client.chat.completions.create(model="invoker-test", messages=USER, tools=tools, tool_choice="none")
+    assert none.choices[0].message.tool_calls is None and none.choices[0].message.content
+
+    text = client.chat.completions.create(model="invoker-test", messages=USER, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in text if c.choices]
+    assert "".join(pieces) == "I can't check the time." and len(pieces) > 3
+
+
+def test_openai_client_sees_openai_errors(served):
+    url, _ = served
+    with pytest.raises(openai.AuthenticationError) as error:
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+    assert error.value.status_code == 401 and error.value.code == "invalid_api_key"
+    client = openai.OpenAI(base_url=url + "/v1", api_key="test", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="invoker-test", messages=USER, n=3)
+    assert error.value.param == "n"
+    assert [m.id for m in client.models.list()] == ["invoker-test"]
+
+
+# --- disconnects ---------------------------------------------------------------------------------
+
+
+def wait_for(predicate, *, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_disconnects_stops_its_generation(stream):
+    runtime = ScriptedRuntime(text_output("word " * 400), delay=0.02)  # ~13 s if never stopped
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m"))
+    with live_server(app) as url:
+        body = {"model": "m", "messages": USER, "stream": stream}
+        if stream:
+            with httpx.Client() as client, client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+                lines = response.iter_lines()
+                assert next(lines).startswith("data: ")
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/v1/chat/completions", json=body, timeout=0.5)
+        assert wait_for(lambda: runtime.closed_early == 1), "generation kept running after the client left"
+        assert wait_for(lambda: httpx.get(url + "/health").json()["running"] == 0)
+        assert runtime.finished == 0
+        assert "invoker_cancelled_generations_total 1.0" in httpx.get(url + "/metrics").text
+
+
+# --- queueing and responsiveness --------------------------------------------------------------------
+
+
+async def _post_all(url: str, *, count: int, stagger: float = 0.0, body=None) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def one(i):
+            await asyncio.sleep(i * stagger)
+            return await client.post(url + "/v1/chat/completions",
+                                     json=body or {"model": "m", "messages": [{"role": "user", "content": f"request {i}"}]})
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_requests_are_admitted_in_arrival_order_and_overflow_gets_429():
+    runtime = ScriptedRuntime(text_output("x" * 30), delay=0.05)  # ~0.6 s per generation
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=1, max_queue=2))
+    with live_server(app) as url:
+        responses = asyncio.run(_post_all(url, count=5, stagger=0.1))
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200, 200, 200, 429, 429]
+    busy = responses[3]
+    assert busy.json()["error"]["code"] == "queue_full" and busy.json()["error"]["type"] == "rate_limit_error"
+    assert busy.headers["retry-after"] == "1"
+    order = [prompt.split("USER: ")[1].split("\n")[0] for prompt, _ in runtime.calls]
+    assert order == ["request 0", "request 1", "request 2"]
+    assert runtime.max_active == 1
+
+
+def test_a_request_waiting_too_long_gets_429():
+    runtime = ScriptedRuntime(text_output("x" * 60), delay=0.05)  # ~1.2 s
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=1, queue_timeout=0.3))
+    with live_server(app) as url:
+        first, second = asyncio.run(_post_all(url, count=2, stagger=0.1))
+    assert first.status_code == 200
+    assert second.status_code == 429 and second.json()["error"]["code"] == "queue_timeout"
+
+
+def test_health_answers_fast_while_generations_run():
+    runtime = ScriptedRuntime(text_output("word " * 200), delay=0.01)
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=2))
+    with live_server(app) as url:
+        worker = threading.Thread(target=lambda: asyncio.run(_post_all(url, count=2)))
+        worker.start()
+        assert wait_for(lambda: runtime.active == 2)
+        timings = []
+        with httpx.Client() as client:
+            for _ in range(20):
+                started = time.perf_counter()
+                assert client.get(url + "/health").json()["running"] == 2
+                timings.append(time.perf_counter() - started)
+        worker.join()
+    assert_health_fast(timings)
+
+
+def test_bounded_load_only_intended_429s_and_fast_health():
+    """32 clients x 5 requests (from another process) against 2 slots + 8 queue places: every answer is
+    a 200 or an intended 429, and /health stays under 100 ms throughout."""
+    runtime = ScriptedRuntime(text_output("ok " * 10), delay=0.005)
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=2, max_queue=8))
+    with live_server(app) as url:
+        load = load_in_subprocess(url, clients=32, requests_per_client=5)
+        health = probe_health(url, while_running=lambda: load.poll() is None)
+        statuses = json.loads(load.communicate()[0])
+        after = httpx.get(url + "/health").json()
+    assert len(statuses) == 160 and set(statuses) <= {200, 429} and statuses.count(200) >= 10
+    assert_health_fast(health)
+    assert (after["running"], after["waiting"]) == (0, 0)
+
+
+def test_a_client_that_leaves_the_queue_never_reaches_the_model():
+    runtime = ScriptedRuntime(text_output("x" * 40), delay=0.05)  # ~0.8 s
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=1))
+    with live_server(app) as url:
+        first = threading.Thread(target=lambda: httpx.post(url + "/v1/chat/completions", timeout=30,
+                                                            json={"model": "m", "messages": USER}))
+        first.start()
+        assert wait_for(lambda: runtime.active == 1)
+        with pytest.raises(httpx.ReadTimeout):  # queued behind the first, then gone
+            httpx.post(url + "/v1/chat/completions", json={"model": "m", "messages": USER}, timeout=0.3)
+        assert wait_for(lambda: httpx.get(url + "/health").json()["waiting"] == 0, timeout=2)
+        first.join()
+        time.sleep(0.3)
+    assert len(runtime.calls) == 1 and runtime.finished == 1
+
+
+def test_concurrency_is_capped_by_what_the_runtime_can_run():
+    runtime = ScriptedRuntime(text_output("x" * 20), delay=0.02)
+    runtime.max_concurrent_streams = 1  # like llama.cpp: one KV cache
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=4))
+    with live_server(app) as url:
+        responses = asyncio.run(_post_all(url, count=3))
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert runtime.max_active == 1
