@@ -5,7 +5,7 @@ Pure functions, no model. The definitions are written out in docs/EVAL.md; in sh
 - ``name_accuracy`` (all cases): the right kind of answer — the expected function called, or text
   when text was expected.
 - ``call_accuracy`` (cases expecting a call): the right function with matching arguments
-  (``arguments_match``).
+  (``arguments_match``; for a record with ``answers``, BFCL's rules: ``pipelines.bfcl.answers_match``).
 - ``json_valid_rate`` / ``schema_valid_rate`` (cases where the model attempted a call): its
   arguments are a JSON object / validate against the function's JSON Schema.
 - ``relevance_accuracy`` (``no_call`` cases): the model answered in text.
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from invoker.functions import validate_arguments
+from pipelines.bfcl import answers_match
 
 RATE_KEYS = (
     "name_accuracy",
@@ -66,13 +67,15 @@ def score_case(record: dict, parsed: Any) -> CaseScore:
     if expected_call is not None:
         same_function = well_formed_call and parsed.name == expected_call["name"]
         name_correct = same_function
+        schema = (functions.get(expected_call["name"]) or {}).get("parameters")
         call_correct = (
             same_function
             and predicted_args is not None
-            and arguments_match(
-                _json_object(expected_call["arguments"]) or {},
-                predicted_args,
-                schema=(functions.get(expected_call["name"]) or {}).get("parameters"),
+            and (
+                arguments_match(_json_object(expected_call["arguments"]) or {}, predicted_args, schema=schema)
+                if record.get("answers") is None
+                # a record listing accepted values per argument (BFCL suites) is scored by BFCL's rules
+                else answers_match(predicted_args, answers=record["answers"], schema=schema or {})
             )
         )
     else:

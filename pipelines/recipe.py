@@ -1,0 +1,312 @@
+"""Recipes: one TOML file per model naming what `invoker-pack quantize` builds, checks and measures.
+
+A recipe is read and validated whole before any work starts; every problem is reported with the
+key it sits under (``variants[2]: unknown GGUF variant 'Q9'; valid: …``). Format: docs/PIPELINE.md.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convert.calibration import CalibrationSpec
+
+FORMAT_PREFIXES = ("gguf", "gptq", "awq")
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TOP_LEVEL_KEYS = ("name", "source", "variants", "calibration", "eval", "bench", "gate")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the fp16 checkpoint comes from: a local dir (``path``) or a Hub repo (``hub`` at ``revision``)."""
+
+    path: Path | None = None
+    hub: str | None = None
+    revision: str | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else self.hub
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One artifact to build: ``gguf:Q4_K_M`` -> format gguf, variant Q4_K_M, dir ``gguf-Q4_K_M``."""
+
+    format: str
+    variant: str
+    bits: int  # nominal bits of the quantized linears (16 for F16); picks the gate threshold
+
+    @property
+    def name(self) -> str:
+        return f"{self.format}:{self.variant}"
+
+    @property
+    def dir_name(self) -> str:
+        return f"{self.format}-{self.variant}"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    suites: tuple[str, ...] = ("synthetic",)
+    limit: int | None = None
+    max_tokens: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    devices: tuple[str, ...] = ("cpu",)
+    prompt_tokens: int = 128
+    gen_tokens: int = 128
+    runs: int = 5
+    warmup: int = 1
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """``call_accuracy`` must reach ``ratio × fp16's`` (ratio by bits) and ``json_valid_rate`` an absolute floor.
+
+    When fp16's call accuracy is below ``weak_baseline``, name accuracy must also reach ``ratio × fp16's``
+    (docs/PIPELINE.md, "The gate").
+    """
+
+    ratio_8bit: float = 0.98  # variants of 8 bits or more (F16, Q8_0)
+    ratio_4bit: float = 0.90  # variants below 8 bits (Q5_K_M, Q4_K_M, 4-bit GPTQ/AWQ)
+    json_valid_rate: float = 0.90
+    weak_baseline: float = 0.20
+    suite: str | None = None  # the suite gated on; default: the first eval suite
+
+    def ratio_for(self, bits: int) -> float:
+        return self.ratio_8bit if bits >= 8 else self.ratio_4bit
+
+    def to_dict(self) -> dict:
+        return {"ratio_8bit": self.ratio_8bit, "ratio_4bit": self.ratio_4bit, "json_valid_rate": self.json_valid_rate,
+                "weak_baseline": self.weak_baseline, "suite": self.suite}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    source: Source
+    variants: tuple[VariantSpec, ...]
+    calibration: CalibrationSpec
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    path: Path | None = None
+
+    @property
+    def gate_suite(self) -> str:
+        return self.gate.suite or self.eval.suites[0]
+
+
+def load_recipe(path: str | Path, *, model: str | None = None) -> Recipe:
+    """Read and validate the recipe at ``path``; ``model`` (a local dir or a Hub id) replaces its source."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"{path}: not readable ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise RecipeError(f"{path}: not valid TOML ({err})") from None
+    if model is not None:
+        data["source"] = source_override(source=data.get("source"), model=model)
+    try:
+        return parse_recipe(data, path=path)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+
+
+def source_override(*, source: object, model: str) -> dict:
+    """``--model``: a local dir becomes ``source.path``; a Hub id keeps the recipe's revision only if it is the same repo."""
+    if Path(model).is_dir() or not HUB_ID_PATTERN.match(model):
+        return {"path": model}
+    same_repo = isinstance(source, dict) and source.get("hub") == model
+    return {"hub": model, **({"revision": source["revision"]} if same_repo and "revision" in source else {})}
+
+
+def parse_recipe(data: dict, *, path: Path | None = None) -> Recipe:
+    """Validate a recipe's parsed TOML; the first problem raises ``RecipeError`` naming its key."""
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise RecipeError(f"{unknown[0]}: unknown key; valid: {', '.join(TOP_LEVEL_KEYS)}")
+    source = parse_source(data.get("source"))
+    name = data.get("name", source.path.name if source.path is not None else source.hub.split("/")[-1])
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise RecipeError(f"name: must be a plain dir name (letters, digits, '_', '.', '-'), got {name!r}")
+    eval_settings = parse_eval(_table(data, "eval"))
+    gate = parse_gate(_table(data, "gate"), suites=eval_settings.suites)
+    return Recipe(
+        name=name,
+        source=source,
+        variants=parse_variants(data.get("variants")),
+        calibration=parse_calibration(_table(data, "calibration")),
+        eval=eval_settings,
+        bench=parse_bench(_table(data, "bench")),
+        gate=gate,
+        path=path,
+    )
+
+
+def parse_source(value: object) -> Source:
+    if not isinstance(value, dict):
+        raise RecipeError("source: missing; give source.path (a local checkpoint dir) or source.hub + source.revision")
+    _no_unknown_keys(value, key="source", valid=("path", "hub", "revision"))
+    if ("path" in value) == ("hub" in value):
+        raise RecipeError("source: give exactly one of source.path and source.hub")
+    if "path" in value:
+        local = Path(str(value["path"]))
+        if not local.is_dir():
+            raise RecipeError(f"source.path: {local}: no such directory")
+        if not (local / "config.json").is_file():
+            raise RecipeError(f"source.path: {local}: no config.json (expected a Hugging Face checkpoint dir)")
+        return Source(path=local)
+    hub, revision = value["hub"], value.get("revision")
+    if not isinstance(hub, str) or not HUB_ID_PATTERN.match(hub):
+        raise RecipeError(f"source.hub: {hub!r} is not a Hub id like 'owner/name'")
+    if not isinstance(revision, str) or not revision:
+        raise RecipeError("source.revision: required with source.hub (a commit sha, so the run is reproducible)")
+    return Source(hub=hub, revision=revision)
+
+
+def parse_variants(value: object) -> tuple[VariantSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise RecipeError("variants: missing or empty; e.g. variants = [\"gguf:Q4_K_M\", \"gptq:4bit-g128\"]")
+    specs = tuple(parse_variant(item, key=f"variants[{index}]") for index, item in enumerate(value))
+    seen = set()
+    for index, spec in enumerate(specs):
+        if spec.name in seen:
+            raise RecipeError(f"variants[{index}]: {spec.name!r} is listed twice")
+        seen.add(spec.name)
+    return specs
+
+
+def parse_variant(value: object, *, key: str) -> VariantSpec:
+    """``"gguf:Q4_K_M"`` -> VariantSpec; an unknown format or variant names the valid ones."""
+    if not isinstance(value, str) or ":" not in value:
+        raise RecipeError(f"{key}: {value!r} is not '<format>:<variant>' (formats: {', '.join(FORMAT_PREFIXES)})")
+    fmt, variant = value.split(":", 1)
+    if fmt == "gguf":
+        from convert.gguf import QUANT_TYPES, VARIANTS, parse_variant as parse_gguf_variant
+
+        try:
+            quant_type, _ = parse_gguf_variant(variant)
+        except ValueError:
+            raise RecipeError(f"{key}: unknown GGUF variant {variant!r}; valid: {', '.join(VARIANTS)} "
+                              f"(or any of {', '.join(t for t in QUANT_TYPES if t not in VARIANTS)}; "
+                              "imatrix types also as <TYPE>-noimatrix)") from None
+        return VariantSpec(format="gguf", variant=variant, bits=gguf_bits(quant_type))
+    if fmt in ("gptq", "awq"):
+        from convert import _layerwise
+
+        valid = _format_variants(fmt)
+        try:
+            settings = _layerwise.parse_variant(variant, variants=valid)
+        except ValueError:
+            raise RecipeError(f"{key}: unknown {fmt.upper()} variant {variant!r}; valid: {', '.join(valid)}") from None
+        return VariantSpec(format=fmt, variant=variant, bits=settings.bits)
+    raise RecipeError(f"{key}: unknown format {fmt!r}; valid: {', '.join(FORMAT_PREFIXES)}")
+
+
+def _format_variants(fmt: str) -> tuple[str, ...]:
+    if fmt == "gptq":
+        from convert.gptq import VARIANTS
+    else:
+        from convert.awq import VARIANTS
+    return VARIANTS
+
+
+def gguf_bits(quant_type: str) -> int:
+    """Nominal bits of a llama.cpp type: ``Q4_K_M`` -> 4, ``IQ4_XS`` -> 4, ``Q8_0`` -> 8, ``F16``/``BF16`` -> 16."""
+    match = re.match(r"^I?Q(\d)", quant_type)
+    return int(match[1]) if match else 16
+
+
+def parse_calibration(table: dict) -> CalibrationSpec:
+    valid = ("source", "n_samples", "max_length", "seed", "general_text", "general_text_fraction")
+    _no_unknown_keys(table, key="calibration", valid=valid)
+    try:
+        return CalibrationSpec(**table)
+    except ValueError as err:
+        raise RecipeError(f"calibration: {err}") from None
+
+
+def parse_eval(table: dict) -> EvalSettings:
+    _no_unknown_keys(table, key="eval", valid=("suites", "limit", "max_tokens", "seed"))
+    suites = table.get("suites", ["synthetic"])
+    if not isinstance(suites, list) or not suites or not all(isinstance(s, str) and s for s in suites):
+        raise RecipeError("eval.suites: must be a non-empty list of suite names (e.g. [\"synthetic\"])")
+    for index, suite in enumerate(suites):
+        if not (suite == "synthetic" or suite.startswith(("jsonl:", "bfcl:"))):
+            raise RecipeError(f"eval.suites[{index}]: unknown suite {suite!r}; valid: synthetic, jsonl:PATH, bfcl:<category>")
+    limit = table.get("limit")
+    if limit is not None:
+        _int_at_least(limit, key="eval.limit", minimum=1)
+    max_tokens = _int_at_least(table.get("max_tokens", 256), key="eval.max_tokens", minimum=1)
+    seed = table.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RecipeError(f"eval.seed: must be an integer, got {seed!r}")
+    return EvalSettings(suites=tuple(suites), limit=limit, max_tokens=max_tokens, seed=seed)
+
+
+def parse_bench(table: dict) -> BenchSettings:
+    _no_unknown_keys(table, key="bench", valid=("devices", "prompt_tokens", "gen_tokens", "runs", "warmup", "threads"))
+    devices = table.get("devices", ["cpu"])
+    if not isinstance(devices, list) or not devices or any(d not in ("cpu", "cuda") for d in devices):
+        raise RecipeError(f"bench.devices: must be a non-empty list of 'cpu' / 'cuda', got {devices!r}")
+    threads = table.get("threads")
+    if threads is not None:
+        _int_at_least(threads, key="bench.threads", minimum=1)
+    return BenchSettings(
+        devices=tuple(devices),
+        prompt_tokens=_int_at_least(table.get("prompt_tokens", 128), key="bench.prompt_tokens", minimum=2),
+        gen_tokens=_int_at_least(table.get("gen_tokens", 128), key="bench.gen_tokens", minimum=2),
+        runs=_int_at_least(table.get("runs", 5), key="bench.runs", minimum=1),
+        warmup=_int_at_least(table.get("warmup", 1), key="bench.warmup", minimum=0),
+        threads=threads,
+    )
+
+
+def parse_gate(table: dict, *, suites: tuple[str, ...]) -> GateSettings:
+    _no_unknown_keys(table, key="gate", valid=("ratio_8bit", "ratio_4bit", "json_valid_rate", "weak_baseline", "suite"))
+    defaults = GateSettings()
+    values = {}
+    for key in ("ratio_8bit", "ratio_4bit", "json_valid_rate", "weak_baseline"):
+        value = table.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise RecipeError(f"gate.{key}: must be a number in [0, 1], got {value!r}")
+        values[key] = float(value)
+    suite = table.get("suite")
+    if suite is not None and suite not in suites:
+        raise RecipeError(f"gate.suite: {suite!r} is not one of eval.suites ({', '.join(suites)})")
+    return GateSettings(**values, suite=suite)
+
+
+def _table(data: dict, key: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise RecipeError(f"{key}: must be a table ([{key}])")
+    return value
+
+
+def _no_unknown_keys(table: dict, *, key: str, valid: tuple[str, ...]) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise RecipeError(f"{key}.{unknown[0]}: unknown key; valid: {', '.join(valid)}")
+
+
+def _int_at_least(value: object, *, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RecipeError(f"{key}: must be an integer >= {minimum}, got {value!r}")
+    return value

@@ -1,0 +1,93 @@
+"""The gate on hand-made manifests: the verdict, and a reason that says why, either way."""
+
+from __future__ import annotations
+
+from invoker.manifest import validate_manifest
+from pipelines.gate import gate_variant
+from pipelines.recipe import GateSettings
+
+SUITE = "synthetic"
+SETTINGS = GateSettings(ratio_8bit=0.98, ratio_4bit=0.90, json_valid_rate=0.90, weak_baseline=0.20)
+
+
+def manifest(*, call: float | None, name: float, json_valid: float | None, evaluated: bool = True) -> dict:
+    metrics = {"n": 100, "call_accuracy": call, "name_accuracy": name, "json_valid_rate": json_valid}
+    return {"format": "gguf", "variant": "Q4_K_M", "source": {}, "calibration": {}, "tools": {}, "files": {},
+            "eval": {SUITE: metrics} if evaluated else {}, "bench": {}, "verified": False, "gate": {}}
+
+
+def gate(variant: dict, baseline: dict | None, *, bits: int = 4) -> dict:
+    return gate_variant(manifest=variant, baseline=baseline, settings=SETTINGS, suite=SUITE, bits=bits)
+
+
+def test_a_variant_within_the_ratio_and_json_floor_is_verified_with_the_figures_in_the_reason():
+    verdict = gate(manifest(call=0.82, name=0.9, json_valid=0.97), manifest(call=0.90, name=0.95, json_valid=0.99))
+    assert verdict["verified"] is True
+    assert verdict["reason"] == ("verified: call_accuracy 0.820 >= 0.90 × fp16's 0.900 = 0.810; "
+                                 "json_valid_rate 0.970 >= 0.90")
+    assert verdict["thresholds"]["call_accuracy_ratio"] == 0.90
+
+
+def test_8bit_variants_get_the_stricter_ratio():
+    baseline = manifest(call=0.90, name=0.95, json_valid=0.99)
+    variant = manifest(call=0.85, name=0.95, json_valid=0.99)
+    assert gate(variant, baseline, bits=4)["verified"] is True
+    verdict = gate(variant, baseline, bits=8)
+    assert verdict["verified"] is False
+    assert "call_accuracy 0.850 < 0.98 × fp16's 0.900 = 0.882" in verdict["reason"]
+
+
+def test_exactly_at_the_threshold_passes_despite_float_rounding():
+    baseline = manifest(call=0.5, name=0.9, json_valid=1.0)
+    assert gate(manifest(call=0.45, name=0.9, json_valid=0.9), baseline)["verified"] is True
+
+
+def test_low_json_validity_fails_even_with_good_accuracy():
+    verdict = gate(manifest(call=0.9, name=0.95, json_valid=0.85), manifest(call=0.9, name=0.95, json_valid=0.99))
+    assert verdict["verified"] is False
+    assert verdict["reason"] == "not verified: json_valid_rate 0.850 < 0.90"
+
+
+def test_no_eval_means_not_verified():
+    verdict = gate(manifest(call=None, name=0.0, json_valid=None, evaluated=False), manifest(call=0.9, name=0.9, json_valid=1.0))
+    assert verdict["verified"] is False
+    assert "no eval of suite 'synthetic'" in verdict["reason"]
+    verdict = gate(manifest(call=0.9, name=0.9, json_valid=1.0), None)
+    assert verdict["verified"] is False and "fp16 has no eval" in verdict["reason"]
+
+
+def test_a_weak_baseline_also_requires_name_accuracy_and_says_so():
+    baseline = manifest(call=0.036, name=0.48, json_valid=0.96)  # the bundled tiny model's figures
+    passing = gate(manifest(call=0.04, name=0.45, json_valid=0.95), baseline)
+    assert passing["verified"] is True
+    assert "name_accuracy 0.450 >= 0.90 × fp16's 0.480 = 0.432" in passing["reason"]
+    assert "below the weak-baseline 0.20, so name_accuracy is checked too" in passing["reason"]
+    failing = gate(manifest(call=0.04, name=0.30, json_valid=0.95), baseline)
+    assert failing["verified"] is False
+    assert "name_accuracy 0.300 < 0.90 × fp16's 0.480 = 0.432" in failing["reason"]
+
+
+def test_a_zero_baseline_never_divides_and_says_the_call_check_is_vacuous():
+    baseline = manifest(call=0.0, name=0.5, json_valid=0.95)
+    verdict = gate(manifest(call=0.0, name=0.5, json_valid=0.95), baseline)
+    assert verdict["verified"] is True
+    assert "passes vacuously; name_accuracy decides" in verdict["reason"]
+    assert gate(manifest(call=0.0, name=0.2, json_valid=0.95), baseline)["verified"] is False
+
+
+def test_undefined_rates_fail_with_a_reason():
+    baseline = manifest(call=0.9, name=0.9, json_valid=1.0)
+    verdict = gate(manifest(call=0.9, name=0.9, json_valid=None), baseline)
+    assert verdict["verified"] is False and "json_valid_rate is undefined (no call was attempted)" in verdict["reason"]
+    verdict = gate(manifest(call=0.9, name=0.9, json_valid=1.0), manifest(call=None, name=0.9, json_valid=1.0))
+    assert verdict["verified"] is False and "fp16's call_accuracy is undefined" in verdict["reason"]
+
+
+def test_the_verdict_fits_the_manifest_contract():
+    baseline = manifest(call=0.9, name=0.95, json_valid=0.99)
+    variant = manifest(call=0.9, name=0.95, json_valid=0.99)
+    verdict = gate(variant, baseline)
+    variant["verified"] = verdict.pop("verified")
+    variant["gate"] = verdict
+    assert validate_manifest(variant) == []
+    assert variant["gate"]["reason"].startswith("verified: ")

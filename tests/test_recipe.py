@@ -1,0 +1,129 @@
+"""Recipes are validated whole before any work: each problem is refused with the key it sits under."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipelines.recipe import RecipeError, load_recipe
+
+RECIPES = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
+
+
+def write_recipe(tmp_path: Path, model_dir: Path, body: str, *, variants: str = '["gguf:Q8_0"]') -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(f'name = "tiny"\nvariants = {variants}\n[source]\npath = "{model_dir}"\n{body}', encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "config.json").write_text("{}")
+    return directory
+
+
+def test_shipped_recipes_load_with_every_product_variant():
+    tiny = load_recipe(RECIPES / "tiny-invoker.toml")
+    assert tiny.name == "tiny-invoker"
+    assert {v.name for v in tiny.variants} >= {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M",
+                                               "gptq:4bit-g128", "awq:4bit-g128"}
+    assert [v.dir_name for v in tiny.variants][:2] == ["gguf-F16", "gguf-Q8_0"]
+    big = load_recipe(RECIPES / "invoker-13b.toml")
+    assert big.source.hub == "jeffrey-fong/invoker-13b" and big.source.revision
+    assert {v.name for v in big.variants} == {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M",
+                                              "gptq:4bit-g128", "awq:4bit-g128"}
+    assert big.gate_suite == "synthetic"
+
+
+def test_gate_thresholds_follow_the_bits_of_each_variant():
+    recipe = load_recipe(RECIPES / "tiny-invoker.toml")
+    ratios = {v.name: recipe.gate.ratio_for(v.bits) for v in recipe.variants}
+    assert ratios["gguf:F16"] == ratios["gguf:Q8_0"] == 0.98
+    assert ratios["gguf:Q5_K_M"] == ratios["gguf:Q4_K_M"] == ratios["gptq:4bit-g128"] == ratios["awq:4bit-g128"] == 0.90
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ('["gguf:Q8_0", "gguf:F16", "gguf:Q9"]', "variants[2]: unknown GGUF variant 'Q9'; valid: F16, Q8_0, Q5_K_M, Q4_K_M"),
+        ('["gptq:3bit-g128"]', "variants[0]: unknown GPTQ variant '3bit-g128'; valid: 4bit-g128"),
+        ('["awq:4bit-g128-actorder"]', "variants[0]: unknown AWQ variant '4bit-g128-actorder'; valid: 4bit-g128"),
+        ('["onnx:int8"]', "variants[0]: unknown format 'onnx'; valid: gguf, gptq, awq"),
+        ('["Q4_K_M"]', "variants[0]: 'Q4_K_M' is not '<format>:<variant>'"),
+        ('["gguf:Q8_0", "gguf:Q8_0"]', "variants[1]: 'gguf:Q8_0' is listed twice"),
+        ("[]", "variants: missing or empty"),
+    ],
+)
+def test_bad_variants_are_refused_naming_the_entry_and_the_valid_choices(tmp_path, model_dir, variants, message):
+    with pytest.raises(RecipeError, match="recipe.toml: " + re.escape(message)):
+        load_recipe(write_recipe(tmp_path, model_dir, "", variants=variants))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[gate]\nratio_4bit = 1.5\n", "gate.ratio_4bit: must be a number in [0, 1], got 1.5"),
+        ("[gate]\njson_valid_rate = -0.1\n", "gate.json_valid_rate: must be a number in [0, 1], got -0.1"),
+        ('[gate]\nratio_8bit = "high"\n', "gate.ratio_8bit: must be a number in [0, 1]"),
+        ('[gate]\nsuite = "bfcl:simple"\n', "gate.suite: 'bfcl:simple' is not one of eval.suites (synthetic)"),
+        ("[gate]\nratio = 0.9\n", "gate.ratio: unknown key; valid: ratio_8bit"),
+        ("[eval]\nlimit = 0\n", "eval.limit: must be an integer >= 1, got 0"),
+        ('[eval]\nsuites = ["mmlu"]\n', "eval.suites[0]: unknown suite 'mmlu'"),
+        ("[bench]\nruns = 0\n", "bench.runs: must be an integer >= 1, got 0"),
+        ('[bench]\ndevices = ["tpu"]\n', "bench.devices: must be a non-empty list of 'cpu' / 'cuda'"),
+        ("[calibration]\nmax_length = 8\n", "calibration: calibration max_length must be an integer >= 16, got 8"),
+        ("[calibration]\nsamples = 8\n", "calibration.samples: unknown key; valid: source, n_samples"),
+    ],
+)
+def test_out_of_range_settings_are_refused_naming_the_key(tmp_path, model_dir, body, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, model_dir, body))
+
+
+def test_a_missing_source_is_refused_before_any_work(tmp_path, model_dir):
+    with pytest.raises(RecipeError, match=re.escape(f"source.path: {tmp_path / 'nowhere'}: no such directory")):
+        load_recipe(write_recipe(tmp_path, tmp_path / "nowhere", ""))
+    (model_dir / "config.json").unlink()
+    with pytest.raises(RecipeError, match="source.path: .*: no config.json"):
+        load_recipe(write_recipe(tmp_path, model_dir, ""))
+    recipe = tmp_path / "hub.toml"
+    recipe.write_text('variants = ["gguf:Q8_0"]\n[source]\nhub = "owner/model"\n')
+    with pytest.raises(RecipeError, match="source.revision: required with source.hub"):
+        load_recipe(recipe)
+    recipe.write_text('variants = ["gguf:Q8_0"]\n')
+    with pytest.raises(RecipeError, match="source: missing"):
+        load_recipe(recipe)
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(tmp_path / "absent.toml")
+
+
+def test_model_override_replaces_the_source_and_keeps_a_matching_revision(tmp_path, model_dir):
+    recipe = load_recipe(RECIPES / "tiny-invoker.toml", model=str(model_dir))
+    assert recipe.source.path == model_dir and recipe.name == "tiny-invoker"
+    big = load_recipe(RECIPES / "invoker-13b.toml", model="jeffrey-fong/invoker-13b")
+    assert big.source.revision == "main"
+    with pytest.raises(RecipeError, match="source.revision: required"):
+        load_recipe(RECIPES / "invoker-13b.toml", model="someone/else-13b")
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("variants = [\n")
+    with pytest.raises(RecipeError, match="broken.toml: not valid TOML"):
+        load_recipe(path)
+
+
+def test_the_cli_refuses_a_bad_recipe_in_one_line_before_creating_anything(tmp_path, model_dir, capsys):
+    from pipelines.cli import main
+
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path, model_dir, "", variants='["gguf:Q8_0", "gguf:F16", "gguf:Q9"]')
+    assert main(["quantize", "--recipe", str(recipe), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("invoker-pack quantize: error: ") and "variants[2]: unknown GGUF variant 'Q9'" in error
+    assert error.count("\n") == 1
+    assert not out.exists()

@@ -1,0 +1,79 @@
+"""The report from hand-made manifests: report.json rows, report.md table, the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from invoker.manifest import write_manifest
+from pipelines.report import write_report
+
+PARAMETERS = 1_000_000
+
+
+def make_variant(out_dir: Path, name: str, *, fmt: str, variant: str, files: dict[str, int], call: float, names: float,
+                 verified: bool, reason: str, decode: float) -> None:
+    directory = out_dir / name
+    directory.mkdir(parents=True)
+    write_manifest(directory, {
+        "format": fmt, "variant": variant,
+        "source": {"model": "models/tiny", "sha256": "ab" * 32, "parameters": PARAMETERS},
+        "calibration": {}, "tools": {},
+        "files": {file: {"sha256": "0" * 64, "bytes": size} for file, size in files.items()},
+        "eval": {"synthetic": {"n": 10, "call_accuracy": call, "name_accuracy": names, "json_valid_rate": 0.95,
+                               "schema_valid_rate": 0.9, "relevance_accuracy": 0.5, "output_valid_rate": 0.9}},
+        "bench": {"cpu": {"prompt_tok_s": 1000.0, "decode_tok_s": decode, "threads": 2, "runtime": "x",
+                          "hardware": {"cpu": "Test CPU"}}},
+        "verified": verified, "gate": {"reason": reason},
+    })
+
+
+def test_report_has_a_row_per_variant_with_bits_size_deltas_and_verdict(tmp_path):
+    out = tmp_path / "tiny"
+    make_variant(out, "fp16", fmt="fp16", variant="fp16", files={"model.safetensors": 2_000_000, "config.json": 1000},
+                 call=0.50, names=0.80, verified=True, reason="verified: baseline", decode=100.0)
+    make_variant(out, "gguf-Q4_K_M", fmt="gguf", variant="Q4_K_M",
+                 files={"tiny-Q4_K_M.gguf": 600_000, "imatrix.gguf": 50_000, "Modelfile": 500},
+                 call=0.40, names=0.75, verified=False, reason="not verified: call_accuracy 0.400 < 0.450", decode=300.0)
+    (out / ".gguf-Q8_0.tmp-1234").mkdir()  # a killed run's temp dir is not a variant
+
+    rows = write_report(out_dir=out, suite="synthetic")
+
+    report = json.loads((out / "report.json").read_text())
+    assert report == rows
+    assert list(report) == ["fp16", "gguf-Q4_K_M"]
+    q4 = report["gguf-Q4_K_M"]
+    assert q4["format"] == "gguf" and q4["variant"] == "Q4_K_M"
+    assert q4["bits_per_weight"] == 4.8  # 8 × 600 000 bytes of the model .gguf (imatrix excluded) / 1e6 parameters
+    assert q4["size_bytes"] == 650_500
+    assert q4["delta_call_accuracy"] == -0.1 and q4["delta_name_accuracy"] == -0.05
+    assert q4["verified"] is False and q4["reason"].startswith("not verified: call_accuracy")
+    assert q4["bench"]["cpu"]["decode_tok_s"] == 300.0
+    assert report["fp16"]["bits_per_weight"] == 16.0
+
+    markdown = (out / "report.md").read_text()
+    assert "| fp16 | fp16 | 16.00 | 2.0 MB | 0.500 | 0.800 | 0.950 | 0.500 | 1000 | 100 | yes |" in markdown
+    assert "| gguf-Q4_K_M | gguf | 4.80 | 0.7 MB | 0.400 (-0.100) | 0.750 (-0.050) | 0.950 | 0.500 | 1000 | 300 | no |" in markdown
+    assert "prompt tok/s (cpu)" in markdown and "decode tok/s (cpu)" in markdown
+    assert "- `gguf-Q4_K_M`: not verified: call_accuracy 0.400 < 0.450" in markdown
+
+    png = (out / "accuracy_vs_size.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert not list(out.glob(".*.tmp*.png"))
+
+
+def test_a_variant_without_eval_or_parameters_reports_dashes_not_errors(tmp_path):
+    out = tmp_path / "m"
+    make_variant(out, "fp16", fmt="fp16", variant="fp16", files={"model.safetensors": 10}, call=0.5, names=0.5,
+                 verified=True, reason="ok", decode=1.0)
+    directory = out / "awq-4bit-g128"
+    directory.mkdir()
+    write_manifest(directory, {"format": "awq", "variant": "4bit-g128", "source": {"model": "m"}, "calibration": {},
+                               "tools": {}, "files": {"model.safetensors": {"sha256": "0" * 64, "bytes": 5}},
+                               "eval": {}, "bench": {"cuda": {"error": "CUDA is not available"}},
+                               "verified": False, "gate": {"reason": "not verified: not gated yet"}})
+    rows = write_report(out_dir=out, suite="synthetic")
+    assert rows["awq-4bit-g128"]["bits_per_weight"] is None
+    assert rows["awq-4bit-g128"]["call_accuracy"] is None
+    assert rows["awq-4bit-g128"]["bench"] == {"cuda": {"error": "CUDA is not available"}}
+    assert "| awq-4bit-g128 | awq | — | 0.0 MB | — | — | — | — | — | — | — | — | no |" in (out / "report.md").read_text()
