@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Quantize, verify, publish and serve Invoker function-calling models.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (add_eval_command,):
+    for add_command in (add_eval_command, add_bench_command, add_serve_command, add_quantize_command,
+                        add_publish_command):
         add_command(commands)
     args = parser.parse_args(argv)
     try:
@@ -52,6 +53,8 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     parser.add_argument("--details", type=Path, metavar="FILE", help="write each case's prediction and verdicts as JSONL")
+    parser.add_argument("--constrained", action="store_true",
+                        help="decode under the server's schema-constrained answer grammar (docs/SERVER.md)")
     parser.set_defaults(run=run_eval)
 
 
@@ -71,6 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
             params=params,
             progress=True,
             on_case=(lambda case: details.write(json.dumps(case, ensure_ascii=False) + "\n")) if details else None,
+            constrained=args.constrained,
         )
     finally:
         if details:
@@ -111,6 +115,176 @@ def _print_eval_table(result: dict) -> None:
         table.add_row(key, "—" if value is None else f"{value:.3f}", f"{result[over]} cases")
     table.add_row("wall_seconds", f"{result['wall_seconds']:.1f}", f"{result['seconds_per_case'] or 0:.3f} s/case")
     Console(file=sys.stdout).print(table)
+
+
+# --- bench -------------------------------------------------------------------------------------
+
+
+def add_bench_command(commands) -> None:
+    from pipelines.bench import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, DEFAULT_RUNS, DEFAULT_WARMUP
+
+    parser = commands.add_parser(
+        "bench",
+        help="measure prompt-processing and decode tokens/sec through the serving runtime",
+        description="Median tokens/sec over several runs after a warm-up, with threads, CPU model and "
+        "library versions; for GGUF also the ratio to the memory-bandwidth limit (docs/BENCH.md).",
+    )
+    parser.add_argument("path", type=Path, help="model dir, artifact variant dir or .gguf file")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: the runtime's own default)")
+    parser.add_argument("--prompt-tokens", type=_positive_int, default=DEFAULT_PROMPT_TOKENS,
+                        help=f"prompt length in tokens (default: {DEFAULT_PROMPT_TOKENS})")
+    parser.add_argument("--gen-tokens", type=_positive_int, default=DEFAULT_GEN_TOKENS,
+                        help=f"tokens generated per run (default: {DEFAULT_GEN_TOKENS})")
+    parser.add_argument("--runs", type=_positive_int, default=DEFAULT_RUNS, help=f"measured runs (default: {DEFAULT_RUNS})")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"unmeasured runs first (default: {DEFAULT_WARMUP})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    parser.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from invoker.runtimes import detect_format, load_runtime
+    from pipelines.bench import bench
+
+    detect_format(args.path)  # a bad path fails before anything slow happens
+    runtime = load_runtime(args.path, device=args.device)
+    result = bench(runtime=runtime, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
+                   runs=args.runs, warmup=args.warmup, threads=args.threads, progress=True)
+    result = {"model": str(args.path), "device": args.device, **result}
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        _print_bench_table(result)
+    return 0
+
+
+def _print_bench_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} ({result['format']}, {result['runtime']}, {result['device']}, "
+                        f"{result['threads']} threads, {result['hardware']['cpu']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("prompt tokens/s", f"{result['prompt_tok_s']:.1f}  ({result['prompt_tokens']} tokens)")
+    table.add_row("decode tokens/s", f"{result['decode_tok_s']:.1f}  ({result['gen_tokens']} tokens)")
+    table.add_row("time to first token", f"{result['time_to_first_token_s']:.3f} s")
+    if "memory_bandwidth" in result:
+        bandwidth = result["memory_bandwidth"]
+        table.add_row("copy bandwidth", f"{bandwidth['copy_bandwidth_gb_s']:.1f} GB/s")
+        table.add_row("bandwidth limit", f"{bandwidth['limit_tok_s']:.1f} tokens/s ({bandwidth['bytes_per_token']} bytes/token)")
+        table.add_row("decode / limit", f"{bandwidth['ratio']:.3f}")
+    table.add_row("median of", f"{result['runs']} runs after {result['warmup']} warm-up")
+    Console(file=sys.stdout).print(table)
+
+
+# --- serve -------------------------------------------------------------------------------------
+
+
+def add_serve_command(commands) -> None:
+    from serve_minimal.run import add_serve_arguments
+
+    parser = commands.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible API (chat completions, functions and tools)",
+        description="Load any variant (fp16, GPTQ, AWQ, GGUF) through the serving runtime and answer "
+        "OpenAI chat-completion requests on 127.0.0.1 unless told otherwise (docs/SERVER.md).",
+    )
+    add_serve_arguments(parser)
+    parser.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from serve_minimal.run import serve
+
+    return serve(args)
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+def add_publish_command(commands) -> None:
+    parser = commands.add_parser(
+        "publish",
+        help="upload the verified variants to the Hub, one repo per format, with generated model cards",
+        description="For each verified variant of OUT_DIR: <ns>/<model>-GPTQ, -AWQ, -GGUF repos with a model "
+        "card made from the manifests; sha256 re-checked before upload; nothing changed, no commit. "
+        "Token: HF_TOKEN or `hf auth login` (docs/PUBLISH.md).",
+    )
+    parser.add_argument("out_dir", type=Path, help="the pipeline's output dir, e.g. out/tiny-invoker")
+    parser.add_argument("--namespace", required=True, metavar="ORG", help="Hub user or organization to publish under")
+    parser.add_argument("--dry-run", type=Path, metavar="DIR",
+                        help="write the folders that would be uploaded and release.json into DIR; no network")
+    parser.add_argument("--private", action="store_true", help="create new repos private (existing repos keep theirs)")
+    parser.add_argument("--revision-message", metavar="TEXT",
+                        help="extra text for each commit's description (the summary names version and source)")
+    parser.add_argument("--base-model", metavar="ID",
+                        help="the cards' base_model (default: the source's Hub id; <ORG>/<model> for a local source)")
+    parser.add_argument("--license", metavar="ID", help="the cards' license (default: the source model card's)")
+    parser.set_defaults(run=run_publish)
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from pipelines.publish import publish
+
+    publish(out_dir=args.out_dir, namespace=args.namespace, dry_run=args.dry_run, private=args.private,
+            description=args.revision_message, base_model=args.base_model, license_id=args.license,
+            log=print, warn=lambda line: print(f"invoker-pack publish: {line}", file=sys.stderr))
+    return 0
+
+
+# --- quantize ----------------------------------------------------------------------------------
+
+
+def add_quantize_command(commands) -> None:
+    parser = commands.add_parser(
+        "quantize",
+        help="build, evaluate, benchmark and gate every variant of a recipe, then write the report",
+        description="Run a recipe's stages (prepare, calibrate, convert, eval, bench, gate, report) into "
+        "out/<model>/; finished stages whose inputs are unchanged are skipped (docs/PIPELINE.md).",
+    )
+    parser.add_argument("--recipe", type=Path, default=Path("pipelines/recipes/tiny-invoker.toml"), metavar="PATH",
+                        help="recipe file (default: pipelines/recipes/tiny-invoker.toml)")
+    parser.add_argument("--model", metavar="PATH_OR_ID", help="replace the recipe's source: a local checkpoint dir or a Hub id")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output dir for this model (default: out/<recipe name>)")
+    parser.add_argument("--only", type=_formats, metavar="FORMAT[,FORMAT]", help="build only these formats (gguf, gptq, awq); fp16 always")
+    parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="convert/evaluate N variants in parallel processes (default: 1)")
+    parser.add_argument("--force", action="store_true", help="redo every stage even when its inputs are unchanged")
+    parser.set_defaults(run=run_quantize)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from pipelines.recipe import load_recipe
+    from pipelines.stages import run_pipeline
+
+    recipe = load_recipe(args.recipe, model=args.model)  # every recipe problem fails here, before any work
+    rows = run_pipeline(recipe=recipe, out_dir=args.out or Path("out") / recipe.name, only=args.only,
+                        jobs=args.jobs, force=args.force, progress=True)
+    _print_report_table(rows, title=f"{recipe.name}: {args.out or Path('out') / recipe.name}")
+    return 0
+
+
+def _print_report_table(rows: dict, *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.report import table_cells
+
+    header, cells = table_cells(rows)
+    table = Table(title=title)
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index < 2 else "right")
+    for line in cells:
+        table.add_row(*line)
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [fmt for fmt in formats if fmt not in ("gguf", "gptq", "awq")]
+    if not formats or unknown:
+        raise argparse.ArgumentTypeError(f"formats are gguf, gptq, awq (comma-separated), got {text!r}")
+    return formats
 
 
 def _positive_int(text: str) -> int:

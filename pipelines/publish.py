@@ -1,0 +1,420 @@
+"""``invoker-pack publish``: verified variants → one Hub model repo per format, with a generated card.
+
+Reads nothing but the pipeline's output dir (``out/<model>/``): each variant's ``manifest.json``
+(the contract), plus ``report.json`` and ``accuracy_vs_size.png`` when present. Steps:
+
+1. ``load_release``: every variant dir with a manifest; unverified ones are refused with the gate's reason.
+2. ``plan_repos``: ``<ns>/<model>-GPTQ``, ``-AWQ`` (variant ``4bit-g128``; any other variant gets
+   ``-GPTQ-<variant>``) and ``<ns>/<model>-GGUF`` with every GGUF file, one Modelfile per quant.
+3. ``write_bundle``: the exact folders to upload (files hard-linked, card, plot, manifests) and
+   ``release.json``; every variant file's sha256 checked against its manifest on the way.
+4. ``upload_bundle`` (not with ``--dry-run``): per repo ``create_repo(exist_ok=True)``, compare with
+   the remote's files (LFS sha256 / git blob id), re-check every sha256, one ``create_commit`` with
+   only the changed files — none when nothing changed — then check the remote holds exactly our hashes.
+
+See docs/PUBLISH.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from invoker.files import sha256_file, write_json_atomic, write_text_atomic
+from invoker.manifest import MANIFEST_NAME, read_manifest
+
+REPO_SUFFIX = {"gptq": "GPTQ", "awq": "AWQ", "gguf": "GGUF"}
+DEFAULT_VARIANT = {"gptq": "4bit-g128", "awq": "4bit-g128"}  # the one that gets the plain <model>-GPTQ name
+REPORT_NAME = "report.json"
+PLOT_NAME = "accuracy_vs_size.png"
+RELEASE_NAME = "release.json"
+GENERATED = ("README.md", PLOT_NAME)  # written per repo; a variant's own file of that name is not uploaded
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+class PublishError(RuntimeError):
+    """An expected failure of publish (nothing verified, a changed file, no token, the Hub failing)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # the dir name, e.g. gguf-Q4_K_M
+    path: Path
+    manifest: dict
+
+
+@dataclass(frozen=True)
+class Release:
+    out_dir: Path
+    model: str
+    fp16: Variant | None
+    variants: list[Variant]
+    report: dict
+    plot: Path | None
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path_in_repo: str
+    source: Path  # where the bytes come from
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class RepoPlan:
+    repo_id: str
+    format: str
+    variants: list[Variant]
+    files: list[RepoFile] = field(default_factory=list)  # the variants' files, as the repo names them
+
+
+# --- reading the pipeline's output --------------------------------------------------------------
+
+
+def load_release(out_dir: str | Path) -> Release:
+    """Every variant dir of ``out_dir`` (those with a manifest), the fp16 baseline, report and plot."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise PublishError(f"{out_dir}: no such directory (the pipeline's output, e.g. out/tiny-invoker)")
+    variants, fp16 = [], None
+    for path in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (path / MANIFEST_NAME).is_file():
+            continue
+        variant = Variant(name=path.name, path=path, manifest=read_manifest(path))
+        if variant.manifest["format"] == "fp16":
+            fp16 = variant
+        else:
+            variants.append(variant)
+    if not variants:
+        raise PublishError(f"{out_dir}: no variant dirs with a {MANIFEST_NAME} (run `make quantize` first)")
+    report_path = out_dir / REPORT_NAME
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
+    plot = out_dir / PLOT_NAME
+    return Release(out_dir=out_dir, model=out_dir.name, fp16=fp16, variants=variants, report=report,
+                   plot=plot if plot.is_file() else None)
+
+
+def refused_variants(release: Release) -> list[tuple[str, str]]:
+    """``(variant dir name, the gate's reason)`` for every variant not ``verified: true``."""
+    return [(v.name, (v.manifest.get("gate") or {}).get("reason") or "no gate verdict recorded")
+            for v in release.variants if v.manifest.get("verified") is not True]
+
+
+# --- planning the repos -------------------------------------------------------------------------
+
+
+def plan_repos(*, release: Release, namespace: str) -> list[RepoPlan]:
+    """One repo per format for the verified variants (GPTQ/AWQ: one variant each); refuses when none is verified."""
+    if not NAMESPACE.match(namespace):
+        raise PublishError(f"--namespace {namespace!r}: not a Hub user or organization name")
+    verified = [v for v in release.variants if v.manifest.get("verified") is True]
+    if not verified:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in refused_variants(release))
+        raise PublishError(f"{release.out_dir}: no verified variant to publish ({reasons})")
+    plans: dict[str, RepoPlan] = {}
+    for variant in verified:
+        fmt, name = variant.manifest["format"], variant.manifest["variant"]
+        repo_name = f"{release.model}-{REPO_SUFFIX[fmt]}"
+        if fmt != "gguf" and name != DEFAULT_VARIANT[fmt]:
+            repo_name = f"{repo_name}-{name}"
+        repo_id = f"{namespace}/{repo_name}"
+        plans.setdefault(repo_id, RepoPlan(repo_id=repo_id, format=fmt, variants=[])).variants.append(variant)
+    for plan in plans.values():
+        plan.files = repo_files(plan=plan)
+    return list(plans.values())
+
+
+def repo_files(*, plan: RepoPlan) -> list[RepoFile]:
+    """The variants' files under their names in the repo; GGUF renames ``Modelfile`` and ``imatrix.gguf`` per quant."""
+    files: dict[str, RepoFile] = {}
+    for variant in plan.variants:
+        for name, entry in sorted(variant.manifest["files"].items()):
+            if name in GENERATED or name.startswith("manifests/"):
+                continue  # the card, the plot and the manifests are written for the repo
+            path_in_repo = repo_path(fmt=plan.format, variant=variant.manifest["variant"], name=name)
+            new = RepoFile(path_in_repo=path_in_repo, source=variant.path / name, sha256=entry["sha256"],
+                           bytes=entry["bytes"])
+            old = files.get(path_in_repo)
+            if old is not None and old.sha256 != new.sha256:
+                raise PublishError(f"{plan.repo_id}: {path_in_repo} differs between {old.source} and {new.source}")
+            files.setdefault(path_in_repo, new)
+        manifest_path = variant.path / MANIFEST_NAME
+        files[f"manifests/{variant.name}.json"] = RepoFile(
+            path_in_repo=f"manifests/{variant.name}.json", source=manifest_path,
+            sha256=sha256_file(manifest_path), bytes=manifest_path.stat().st_size)
+    return [files[name] for name in sorted(files)]
+
+
+def repo_path(*, fmt: str, variant: str, name: str) -> str:
+    """Where a variant's file goes in its repo: as is, except GGUF's per-quant ``Modelfile`` and imatrix."""
+    if fmt == "gguf" and name == "Modelfile":
+        return f"Modelfile.{variant}"
+    if fmt == "gguf" and name == "imatrix.gguf":
+        return f"imatrix-{variant}.gguf"
+    return name
+
+
+# --- the bundle: exactly what would be uploaded -------------------------------------------------
+
+
+def write_bundle(*, release: Release, plans: list[RepoPlan], dest: str | Path, base_model: str, license_id: str) -> dict:
+    """Write one folder per repo into ``dest`` (files hard-linked or copied) plus ``release.json``; return it."""
+    from pipelines.card import render_card
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    remove_previous_bundle(dest)
+    entries = []
+    for plan in plans:
+        folder = dest / plan.repo_id.split("/")[1]
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        check_files(files=plan.files)
+        for item in plan.files:
+            link_or_copy(source=item.source, target=folder / item.path_in_repo)
+        if release.plot is not None:
+            shutil.copyfile(release.plot, folder / PLOT_NAME)
+        card = render_card(release=release, plan=plan, plans=plans, base_model=base_model, license_id=license_id)
+        write_text_atomic(folder / "README.md", card)
+        entries.append({
+            "repo_id": plan.repo_id,
+            "folder": folder.name,
+            "format": plan.format,
+            "variants": [v.name for v in plan.variants],
+            "commit_message": commit_message(release=release, plan=plan),
+            "files": describe_folder(folder),
+        })
+    release_json = {"model": release.model, "base_model": base_model, "license": license_id,
+                    "pipeline": f"invoker-pack {pipeline_version()}", "repos": entries}
+    write_json_atomic(dest / RELEASE_NAME, release_json)
+    return release_json
+
+
+def remove_previous_bundle(dest: Path) -> None:
+    """Remove the repo folders an earlier bundle in ``dest`` listed, so ``dest`` holds only this release."""
+    previous = dest / RELEASE_NAME
+    if not previous.is_file():
+        return
+    for entry in json.loads(previous.read_text(encoding="utf-8")).get("repos", []):
+        folder = dest / Path(str(entry.get("folder", ""))).name
+        if folder != dest and folder.is_dir():
+            shutil.rmtree(folder)
+    previous.unlink()
+
+
+def check_files(*, files: list[RepoFile]) -> None:
+    """Every file still has the size and sha256 its manifest recorded; the first that does not aborts, named."""
+    from tqdm import tqdm
+
+    with tqdm(total=sum(item.bytes for item in files), unit="B", unit_scale=True, desc="sha256 check",
+              leave=False, file=sys.stderr) as bar:
+        for item in files:
+            if not item.source.is_file():
+                raise PublishError(f"{item.source}: listed in its manifest but missing; not publishing")
+            if item.source.stat().st_size != item.bytes or sha256_file(item.source) != item.sha256:
+                raise PublishError(f"{item.source}: changed since its manifest was written (sha256 differs); "
+                                   "not publishing — rerun the pipeline to rebuild and re-verify it")
+            bar.update(item.bytes)
+
+
+def link_or_copy(*, source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def describe_folder(folder: Path) -> dict[str, dict]:
+    return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def default_base_model(*, release: Release, namespace: str) -> str:
+    """The source's Hub id (a Hub source has a pinned ``revision``); else ``<namespace>/<model>`` (``--base-model``)."""
+    source = release.variants[0].manifest["source"]
+    model = str(source.get("model") or "")
+    if source.get("revision") and HUB_ID.match(model):
+        return model
+    return f"{namespace}/{release.model}"
+
+
+def source_license(*, release: Release) -> str:
+    """The license in the source model's card: its local dir, or the Hub snapshot in the local cache (no network)."""
+    from huggingface_hub import ModelCard, try_to_load_from_cache
+
+    source = release.variants[0].manifest["source"]
+    model = str(source.get("model") or "")
+    if source.get("revision") and HUB_ID.match(model):
+        cached = try_to_load_from_cache(model, "README.md", revision=source["revision"])
+        readme = Path(cached) if isinstance(cached, str) else Path(model) / "README.md"
+    else:
+        readme = Path(model) / "README.md"
+    license_id = ModelCard.load(readme).data.license if readme.is_file() else None
+    if not license_id:
+        raise PublishError(f"no license found in {readme} (the source's card); pass --license ID")
+    return license_id
+
+
+def commit_message(*, release: Release, plan: RepoPlan) -> str:
+    """Names the pipeline version and the source revision (or, for a local source, its weights' sha256)."""
+    source = plan.variants[0].manifest["source"]
+    revision = source.get("revision") or f"sha256:{str(source.get('sha256', ''))[:12]}"
+    variants = ", ".join(v.manifest["variant"] for v in plan.variants)
+    return f"invoker-pack {pipeline_version()}: {variants} of {source.get('model')}@{revision}"
+
+
+def pipeline_version() -> str:
+    return metadata.version("invoker-pack")
+
+
+# --- upload -------------------------------------------------------------------------------------
+
+
+def hub_token() -> str:
+    """The token from the standard places (``HF_TOKEN``, then ``hf auth login``'s file); never shown anywhere."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    return token
+
+
+def upload_bundle(*, bundle_dir: Path, release_json: dict, plans: list[RepoPlan], private: bool,
+                  description: str | None, endpoint: str | None, token: str, log, warn) -> list[dict]:
+    """Create/refresh each repo with one commit of its changed files; a repo with nothing changed gets none."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=endpoint, token=token)
+    done: list[dict] = []
+    repo_id = None
+    try:
+        user = api.whoami()
+        log(f"publishing as {user.get('name', '?')} to {api.endpoint}")
+        for plan, entry in zip(plans, release_json["repos"], strict=True):
+            repo_id = entry["repo_id"]
+            done.append(upload_repo(api=api, folder=bundle_dir / entry["folder"], entry=entry, plan=plan,
+                                    private=private, description=description, log=log, warn=warn))
+    except PublishError:
+        raise
+    except (HfHubHTTPError, httpx2.HTTPError, OSError, RuntimeError) as err:  # huggingface_hub wraps LFS failures in RuntimeError
+        finished = ", ".join(f"{d['repo_id']} ({d['status']})" for d in done) or "none"
+        raise PublishError(f"{repo_id or api.endpoint}: the Hub request failed ({type(err).__name__}: "
+                           f"{first_line(err)}); this repo is not published. Finished before: {finished}. "
+                           "Rerun the same command to complete: it compares with the Hub's files and "
+                           "commits only what is missing.") from None
+    return done
+
+
+def upload_repo(*, api, folder: Path, entry: dict, plan: RepoPlan, private: bool, description: str | None,
+                log, warn) -> dict:
+    from huggingface_hub import CommitOperationAdd
+
+    repo_id = entry["repo_id"]
+    api.create_repo(repo_id, private=True if private else None, exist_ok=True)  # None: the namespace's default
+    remote = remote_files(api=api, repo_id=repo_id)
+    stale = sorted(set(remote) - set(entry["files"]) - {".gitattributes"})
+    if stale:
+        warn(f"{repo_id}: left in place, not part of this release: {', '.join(stale)}")
+    changed = changed_paths(remote=remote, folder=folder, files=entry["files"])
+    if not changed:
+        log(f"{repo_id}: up to date ({len(entry['files'])} files), no commit")
+        return {"repo_id": repo_id, "status": "unchanged", "sent": []}
+    check_files(files=plan.files)
+    check_bundle(folder=folder, files=entry["files"])
+    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in changed]
+    info = api.create_commit(repo_id, operations=operations, commit_message=entry["commit_message"],
+                             commit_description=description)
+    mismatched = changed_paths(remote=remote_files(api=api, repo_id=repo_id), folder=folder, files=entry["files"])
+    if mismatched:
+        raise PublishError(f"{repo_id}: after the commit the Hub's copy of {', '.join(mismatched)} differs "
+                           "from the bundle; check the repo")
+    log(f"{repo_id}: committed {len(changed)} of {len(entry['files'])} files ({info.commit_url})")
+    return {"repo_id": repo_id, "status": "committed", "sent": changed, "commit": info.oid}
+
+
+def remote_files(*, api, repo_id: str) -> dict:
+    """``{path: RepoFile}`` of the repo's main branch (each with its git blob id, and LFS sha256 if LFS)."""
+    return {item.path: item for item in api.list_repo_tree(repo_id, recursive=True) if hasattr(item, "blob_id")}
+
+
+def changed_paths(*, remote: dict, folder: Path, files: dict[str, dict]) -> list[str]:
+    """Paths whose remote copy is missing or differs (LFS: sha256; regular files: the git blob id)."""
+    changed = []
+    for path, entry in sorted(files.items()):
+        item = remote.get(path)
+        if item is None:
+            changed.append(path)
+        elif item.lfs is not None:
+            if item.lfs.sha256 != entry["sha256"]:
+                changed.append(path)
+        elif item.blob_id != git_blob_id(folder / path):
+            changed.append(path)
+    return changed
+
+
+def check_bundle(*, folder: Path, files: dict[str, dict]) -> None:
+    """The bundle's generated files (card, plot, manifests) still hash as written."""
+    for path, entry in files.items():
+        if sha256_file(folder / path) != entry["sha256"]:
+            raise PublishError(f"{folder / path}: changed after the bundle was written; not publishing")
+
+
+def git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def first_line(err: BaseException) -> str:
+    """The error's first line, and its cause's (huggingface_hub wraps the real failure)."""
+    lines = [(str(e).strip().splitlines() or [""])[0][:300] for e in (err, err.__cause__) if e is not None]
+    return ": ".join(line for line in lines if line)
+
+
+# --- the verb -----------------------------------------------------------------------------------
+
+
+def publish(*, out_dir: str | Path, namespace: str, dry_run: str | Path | None = None, private: bool = False,
+            description: str | None = None, base_model: str | None = None, license_id: str | None = None,
+            endpoint: str | None = None, log=print, warn=print) -> dict:
+    """Publish the verified variants of ``out_dir`` (or, with ``dry_run``, write the bundle there only)."""
+    release = load_release(out_dir)
+    for name, reason in refused_variants(release):
+        warn(f"refused {name} (gate: {reason})")
+    plans = plan_repos(release=release, namespace=namespace)
+    if base_model is None:
+        base_model = default_base_model(release=release, namespace=namespace)
+        if base_model == f"{namespace}/{release.model}":
+            warn(f"base_model: the source is a local dir, so the cards name {base_model} (pass --base-model ID)")
+    license_id = license_id or source_license(release=release)
+    token = hub_token() if dry_run is None else None
+    if dry_run is not None:
+        release_json = write_bundle(release=release, plans=plans, dest=dry_run, base_model=base_model,
+                                    license_id=license_id)
+        for entry in release_json["repos"]:
+            size = sum(f["bytes"] for f in entry["files"].values())
+            log(f"{entry['repo_id']}: {len(entry['files'])} files, {size} bytes -> {Path(dry_run) / entry['folder']}")
+        return {"dry_run": str(dry_run), **release_json}
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=release.out_dir))
+    try:
+        release_json = write_bundle(release=release, plans=plans, dest=staging, base_model=base_model,
+                                    license_id=license_id)
+        results = upload_bundle(bundle_dir=staging, release_json=release_json, plans=plans, private=private,
+                                description=description, endpoint=endpoint, token=token, log=log, warn=warn)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**release_json, "results": results}

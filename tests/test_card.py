@@ -1,0 +1,114 @@
+"""Model cards: metadata that validates, the results from the manifests, snippets that name real files and run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hub_stub import make_release
+
+from invoker.prompt import render_prompt
+from invoker.examples import GET_TIME, GET_TIME_QUESTION
+from pipelines.card import validate_card
+from pipelines.publish import publish
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "models" / "tiny-invoker"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("card")
+    out_dir = make_release(root / "out", source_dir=SOURCE)
+    publish(out_dir=out_dir, namespace="test", dry_run=root / "release", log=lambda _: None, warn=lambda _: None)
+    return root / "release"
+
+
+def card_text(bundle, repo: str) -> str:
+    return (bundle / repo / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"^```(?:python|shell)\n(.*?)^```$", text, flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("repo, library, tag", [("tiny-invoker-GGUF", "gguf", "gguf"),
+                                                ("tiny-invoker-GPTQ", "transformers", "gptq")])
+def test_card_metadata_parses_and_validates(bundle, repo, library, tag):
+    from huggingface_hub import ModelCard
+
+    text = card_text(bundle, repo)
+    data = ModelCard(text).data.to_dict()
+    assert validate_card(text) == []
+    assert data["base_model"] == "test/tiny-invoker"  # a local source: <namespace>/<model>
+    assert data["base_model_relation"] == "quantized"
+    assert data["license"] == "apache-2.0"  # read from the source model's own card
+    assert data["library_name"] == library
+    assert data["pipeline_tag"] == "text-generation"
+    assert data["quantized_by"] == "test"
+    assert {tag, "function-calling"} <= set(data["tags"])
+
+
+def test_validate_card_names_the_bad_field(bundle):
+    text = card_text(bundle, "tiny-invoker-GPTQ")
+    assert validate_card(text.replace("base_model_relation: quantized", "base_model_relation: quantised")) == [
+        "base_model_relation: 'quantised' is not one of adapter, merge, quantized, finetune"]
+    assert validate_card(text.replace("license: apache-2.0\n", "")) == ["license: missing"]
+
+
+def test_results_table_comes_from_manifests_and_report(bundle):
+    text = card_text(bundle, "tiny-invoker-GGUF")
+    rows = [line for line in text.splitlines() if line.startswith("| gguf") or line.startswith("| fp16")]
+    assert rows == [
+        "| gguf Q4_K_M | 1.54 KB | 4.85 | 0.038 (-0.002) | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | yes |",
+        "| gguf Q8_0 | 2.31 KB | 8.50 | 0.040 (+0.000) | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | yes |",
+        "| fp16 (reference) | 4.00 KB | — | 0.040 | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | baseline |",
+    ]
+    assert "![Call accuracy against size" in text and "(accuracy_vs_size.png)" in text
+    assert "awq" not in text.lower().split("## results")[1].split("## prompt format")[0]  # refused: not in the table
+    assert "[test/tiny-invoker-GPTQ](https://huggingface.co/test/tiny-invoker-GPTQ)" in text  # links the other formats
+
+
+def test_card_shows_the_prompt_calibration_and_every_file_with_its_hash(bundle):
+    text = card_text(bundle, "tiny-invoker-GGUF")
+    assert render_prompt(GET_TIME_QUESTION, functions=[GET_TIME]) in text
+    assert "`n_samples` = `16`, `max_length` = `512`, `seed` = `0`" in text
+    assert "Calibration: none for Q8_0" in text
+    release = json.loads((bundle / "release.json").read_text())
+    files = release["repos"][0]["files"]
+    for name in set(files) - {"README.md", "accuracy_vs_size.png"}:
+        assert f"| `{name}` |" in text and files[name]["sha256"] in text
+
+
+def test_snippets_name_only_files_the_repo_holds(bundle):
+    for repo in ("tiny-invoker-GGUF", "tiny-invoker-GPTQ"):
+        text = card_text(bundle, repo)
+        titles = re.findall(r"^### (.+)$", text, flags=re.M)
+        expected = (["llama-cpp-python", "llama.cpp (llama-server)", "Ollama"] if repo.endswith("GGUF")
+                    else ["transformers", "vLLM"]) + ["invoker-pack serve + the openai client"]
+        assert titles == expected
+        snippets = "\n".join(code_blocks(text))
+        assert f"test/{repo}" in snippets
+        named = set(re.findall(r"[\w.-]+\.gguf|Modelfile\.\w+", snippets))
+        assert named == ({"tiny-invoker-Q4_K_M.gguf", "Modelfile.Q4_K_M"} if repo.endswith("GGUF") else set())
+        assert all((bundle / repo / name).is_file() for name in named)
+
+
+def test_llama_server_request_carries_the_exact_prompt(bundle):
+    text = card_text(bundle, "tiny-invoker-GGUF")
+    (request,) = re.findall(r"<<'EOF'\n(\{\"prompt\".*?)\nEOF", text, flags=re.S)
+    assert json.loads(request)["prompt"] == render_prompt(GET_TIME_QUESTION, functions=[GET_TIME])
+
+
+@pytest.mark.e2e
+def test_transformers_snippet_runs_as_written(bundle, capsys):
+    """The GPTQ card's transformers code, pointed at the bundled fp16 model (same API calls, no GPU needed)."""
+    text = card_text(bundle, "tiny-invoker-GPTQ")
+    (code,) = [block for block in code_blocks(text) if "AutoModelForCausalLM" in block]
+    code = code.replace('"test/tiny-invoker-GPTQ"', repr(str(SOURCE))).replace("max_new_tokens=128", "max_new_tokens=24")
+    exec(compile(code, "card-transformers-snippet", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.strip()  # it generated and decoded text
+    assert "Available Functions" not in printed  # only the new tokens are printed
