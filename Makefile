@@ -1,21 +1,26 @@
 # invoker-pack — every target sets up .venv itself on first use.
 # torch is installed first, pinned to the CPU build (a bare `torch` would pull a multi-GB CUDA build).
+# llama-cpp-python compiles llama.cpp on first setup (~5 min on 2 cores).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/tiny-invoker
 OUT    ?= out/$(notdir $(MODEL))
-EXTRAS ?= dev
+EXTRAS ?= dev,gguf,gptq,awq,serve
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup test test-fast quantize eval tiny-invoker clean
+.PHONY: setup test test-fast quantize gguf gptq awq bench eval serve publish tiny-invoker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	# BFCL's data and AST checker (docs/EVAL.md); its declared pins clash with this stack and are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps bfcl-eval==2026.3.23
+	# llama.cpp's convert_hf_to_gguf.py from the installed llama-cpp-python's sdist (docs/GGUF.md), fetched once.
+	$(BIN)/python -m convert.gguf --fetch-converter
 	touch $@
 
 setup: $(STAMP)
@@ -29,12 +34,33 @@ test-fast: setup
 eval: setup
 	$(BIN)/invoker-pack eval $(MODEL)
 
-# The pipeline's stages land issue by issue; today `quantize` runs what exists: the fp16 baseline eval.
+# OpenAI-compatible server on 127.0.0.1:8000 for any variant dir (docs/SERVER.md).
+MODEL_PATH ?= $(MODEL)
+serve: setup
+	$(BIN)/invoker-pack serve $(MODEL_PATH)
+
+# The staged pipeline (docs/PIPELINE.md): every variant of $(RECIPE) built, evaluated, benchmarked, gated and
+# reported into $(OUT); a rerun skips what is done. Another model: MODEL=owner/name RECIPE=path make quantize.
+# `make gguf` / `gptq` / `awq` build one format (fp16 baseline included); JOBS=N converts N variants at once.
+RECIPE ?= pipelines/recipes/tiny-invoker.toml
+JOBS   ?= 1
+QUANTIZE = $(BIN)/invoker-pack quantize --recipe $(RECIPE) --out $(OUT) --jobs $(JOBS) \
+	$(if $(filter command line environment,$(origin MODEL)),--model $(MODEL))
 quantize: setup
-	mkdir -p $(OUT)/fp16
-	$(BIN)/invoker-pack eval $(MODEL) --json > $(OUT)/fp16/eval.json.tmp
-	mv $(OUT)/fp16/eval.json.tmp $(OUT)/fp16/eval.json
-	cat $(OUT)/fp16/eval.json
+	$(QUANTIZE)
+
+gguf gptq awq: setup
+	$(QUANTIZE) --only $@
+
+# Tokens/sec of one model or variant dir (docs/BENCH.md): make bench MODEL_PATH=out/tiny-invoker/gguf-Q4_K_M
+bench: setup
+	$(BIN)/invoker-pack bench $(MODEL_PATH)
+
+# Upload the verified variants of $(OUT) to the Hub, one repo per format (docs/PUBLISH.md).
+# `make publish NAMESPACE=my-org`; `DRY_RUN=/tmp/release` writes the folders instead, no network.
+publish: setup
+	@test -n "$(NAMESPACE)" || { echo "make publish: NAMESPACE=ORG is required (a Hub user or organization)" >&2; exit 2; }
+	$(BIN)/invoker-pack publish $(OUT) --namespace $(NAMESPACE) $(if $(DRY_RUN),--dry-run $(DRY_RUN))
 
 # Rebuild the bundled model from scratch (seeded; ~1 h on 2 CPU cores).
 tiny-invoker: setup
