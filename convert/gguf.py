@@ -151,7 +151,6 @@ def convert(
                 imatrix=imatrix,
                 imatrix_file=IMATRIX_NAME if imatrix else None,
                 imatrix_dataset=calibration_label(calibration) if imatrix else None,
-                progress=progress,
             )
             timings["quantize_seconds"] = round(time.perf_counter() - step, 3)
     finally:
@@ -592,7 +591,6 @@ def quantize_gguf(
     imatrix_file: str | None = None,
     imatrix_dataset: str | None = None,
     threads: int | None = None,
-    progress: bool = True,
 ) -> Path:
     """Quantize an F16 GGUF to ``quant_type`` with ``llama_model_quantize`` (as ``llama-quantize --imatrix`` does,
     including its ``quantize.imatrix.*`` metadata), writing ``out_file`` via a temporary name."""
@@ -626,7 +624,7 @@ def quantize_gguf(
         keep_alive += [entries, overrides]
     partial = out_file.with_name(f".{out_file.name}.partial")
     try:
-        with llama_cpp_log_level(logging.NOTSET if progress else logging.ERROR):
+        with llama_cpp_log_level(logging.ERROR):  # its per-tensor lines would bury the pipeline's progress
             code = llama_cpp.llama_model_quantize(str(source_gguf).encode(), str(partial).encode(), ctypes.byref(params))
         if code != 0:
             raise RuntimeError(f"llama.cpp failed to quantize {source_gguf} to {quant_type} (llama_model_quantize returned {code}; "
@@ -639,7 +637,7 @@ def quantize_gguf(
 
 @contextlib.contextmanager
 def llama_cpp_log_level(level: int):
-    """llama.cpp's log (per-tensor lines while quantizing) goes to stderr at ``level`` and above, for the block."""
+    """llama.cpp's log goes to stderr at ``level`` and above, for the block (errors say why a quantization failed)."""
     logger = logging.getLogger("llama-cpp-python")  # llama-cpp-python's log callback reads this logger's level
     previous = logger.level
     logger.setLevel(level)
