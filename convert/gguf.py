@@ -121,7 +121,7 @@ def convert(
     if use_imatrix and imatrix_gguf is not None:
         imatrix = read_imatrix(Path(imatrix_gguf), expect_dataset=calibration_label(calibration))
     name = model_name or source_dir.name
-    gguf_name = f"{name}-{quant_type}.gguf"
+    gguf_name = f"{name}-{variant}.gguf"  # Q4_K_M and Q4_K_M-noimatrix must not share a name in one repo
     converter = fetch_converter()  # also when reusing an F16 GGUF: its provenance goes into the manifest
     started = time.perf_counter()
     timings: dict[str, float] = {}

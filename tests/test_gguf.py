@@ -284,7 +284,7 @@ def test_each_variant_dir_holds_its_gguf_modelfile_and_imatrix(converted):
         "F16": {"tiny-F16.gguf", "Modelfile"},
         "Q8_0": {"tiny-Q8_0.gguf", "Modelfile"},
         "Q4_K_M": {"tiny-Q4_K_M.gguf", "Modelfile", "imatrix.gguf"},
-        "Q4_K_M-noimatrix": {"tiny-Q4_K_M.gguf", "Modelfile"},
+        "Q4_K_M-noimatrix": {"tiny-Q4_K_M-noimatrix.gguf", "Modelfile"},
     }
     for variant, (directory, details) in converted.items():
         assert {p.name for p in directory.iterdir()} == expected_files[variant]  # no .work, .partial or staging left
