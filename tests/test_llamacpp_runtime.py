@@ -181,10 +181,10 @@ def test_a_dir_needs_exactly_one_model_gguf(tmp_path):
     write_tiny_gguf(tmp_path / "imatrix.gguf", with_tokenizer=False)
     with pytest.raises(ValueError, match="expected exactly one model .gguf file, found none"):
         find_gguf(tmp_path)
-    write_tiny_gguf(tmp_path / "a.gguf", with_tokenizer=True)
-    assert find_gguf(tmp_path) == tmp_path / "a.gguf"
-    shutil.copy(tmp_path / "a.gguf", tmp_path / "b.gguf")
-    with pytest.raises(ValueError, match="found a.gguf, b.gguf"):
+    write_tiny_gguf(tmp_path / "a-Q4_K_M-noimatrix.gguf", with_tokenizer=True)  # a model, despite "imatrix" in its name
+    assert find_gguf(tmp_path) == tmp_path / "a-Q4_K_M-noimatrix.gguf"
+    shutil.copy(tmp_path / "a-Q4_K_M-noimatrix.gguf", tmp_path / "b.gguf")
+    with pytest.raises(ValueError, match="found a-Q4_K_M-noimatrix.gguf, b.gguf"):
         find_gguf(tmp_path)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher, final_chunk
 
 GGUF_MAGIC = b"GGUF"
-IMATRIX_MARK = "imatrix"
+IMATRIX_PREFIX = "imatrix"  # imatrix.gguf beside a quant, imatrix-<TYPE>.gguf in a release repo
 
 
 @dataclass(frozen=True)
@@ -196,12 +196,13 @@ class _Sampler:
 
 
 def find_gguf(path: Path) -> Path:
-    """The model GGUF at ``path``: the file itself, or the one ``.gguf`` in a dir (an ``imatrix`` file is not a model)."""
+    """The model GGUF at ``path``: the file itself, or the one ``.gguf`` in a dir (``imatrix*.gguf`` is not a model;
+    ``<model>-Q4_K_M-noimatrix.gguf`` is)."""
     if path.is_file():
         return path
     if not path.is_dir():
         raise ValueError(f"{path}: no such GGUF file or directory")
-    candidates = sorted(p for p in path.glob("*.gguf") if IMATRIX_MARK not in p.name and not p.name.startswith("."))
+    candidates = sorted(p for p in path.glob("*.gguf") if not p.name.startswith((IMATRIX_PREFIX, ".")))
     if len(candidates) != 1:
         found = ", ".join(p.name for p in candidates) or "none"
         raise ValueError(f"{path}: expected exactly one model .gguf file, found {found}")
