@@ -54,3 +54,16 @@ def tiny_random_model(tmp_path_factory):
         model = LlamaForCausalLM(config)
     model.to(torch.float16).save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_f16_gguf(tiny_random_model, tmp_path_factory):
+    """The ``tiny_random_model`` converted to a GGUF F16 variant dir (``tiny-F16.gguf`` + Modelfile)."""
+    from convert import gguf as gguf_convert
+    from invoker.files import atomic_output_dir
+
+    final = tmp_path_factory.mktemp("gguf") / "gguf-F16"
+    with atomic_output_dir(final) as tmp:
+        gguf_convert.convert(source_dir=tiny_random_model, out_dir=tmp, variant="F16", calibration=None,
+                             progress=False, model_name="tiny")
+    return final

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from convert import gguf as gguf_convert
-from invoker.files import atomic_output_dir
 from invoker.runtimes import load_runtime
 from pipelines import bench as bench_module
 from pipelines.cli import main
-
-
-@pytest.fixture(scope="module")
-def f16_dir(tiny_random_model, tmp_path_factory) -> Path:
-    final = tmp_path_factory.mktemp("bench") / "gguf-F16"
-    with atomic_output_dir(final) as tmp:
-        gguf_convert.convert(source_dir=tiny_random_model, out_dir=tmp, variant="F16", calibration=None,
-                             progress=False, model_name="tiny")
-    return final
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +37,8 @@ def test_bench_of_the_transformers_runtime(hf_runtime):
 
 
 @pytest.mark.e2e
-def test_bench_of_a_gguf_includes_the_memory_bandwidth_ratio(f16_dir):
-    runtime = load_runtime(f16_dir)
+def test_bench_of_a_gguf_includes_the_memory_bandwidth_ratio(tiny_f16_gguf):
+    runtime = load_runtime(tiny_f16_gguf)
     result = bench_module.bench(runtime=runtime, prompt_tokens=16, gen_tokens=48, runs=2, warmup=1, threads=1, progress=False)
     assert (result["format"], result["runtime"], result["threads"], result["prompt_tokens"]) == ("gguf", "llama.cpp", 1, 16)
     assert result["decode_tok_s"] > 0 and result["prompt_tok_s"] > 0
@@ -74,12 +62,12 @@ def test_bad_settings_are_refused(hf_runtime):
 
 
 @pytest.mark.e2e
-def test_cli_bench_prints_json(f16_dir, capsys):
-    code = main(["bench", str(f16_dir), "--json", "--prompt-tokens", "16", "--gen-tokens", "8", "--runs", "1",
+def test_cli_bench_prints_json(tiny_f16_gguf, capsys):
+    code = main(["bench", str(tiny_f16_gguf), "--json", "--prompt-tokens", "16", "--gen-tokens", "8", "--runs", "1",
                  "--warmup", "1", "--threads", "1"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert (result["model"], result["device"], result["format"]) == (str(f16_dir), "cpu", "gguf")
+    assert (result["model"], result["device"], result["format"]) == (str(tiny_f16_gguf), "cpu", "gguf")
     assert result["decode_tok_s"] > 0
 
 
@@ -93,7 +81,7 @@ def test_cli_bench_on_cuda_without_cuda_fails_clearly(tiny_random_model, capsys)
 
 
 @pytest.mark.e2e
-def test_cli_bench_of_a_gguf_on_cuda_without_gpu_build_fails_clearly(f16_dir, capsys):
-    assert main(["bench", str(f16_dir), "--device", "cuda", "--json"]) != 0
+def test_cli_bench_of_a_gguf_on_cuda_without_gpu_build_fails_clearly(tiny_f16_gguf, capsys):
+    assert main(["bench", str(tiny_f16_gguf), "--device", "cuda", "--json"]) != 0
     captured = capsys.readouterr()
     assert "no GPU offload" in captured.err and captured.out == ""

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert import gguf as gguf_convert
-from invoker.files import atomic_output_dir
 from invoker.prompt import render_prompt
 from invoker.runtimes import GenerationParams, detect_format, generate, load_runtime
 from invoker.runtimes.llamacpp_runtime import LlamaCppRuntime, find_gguf, inspect_gguf
@@ -21,17 +19,8 @@ PROMPT = render_prompt(
 
 
 @pytest.fixture(scope="module")
-def f16_dir(tiny_random_model, tmp_path_factory) -> Path:
-    final = tmp_path_factory.mktemp("llamacpp") / "gguf-F16"
-    with atomic_output_dir(final) as tmp:
-        gguf_convert.convert(source_dir=tiny_random_model, out_dir=tmp, variant="F16", calibration=None,
-                             progress=False, model_name="tiny")
-    return final
-
-
-@pytest.fixture(scope="module")
-def runtime(f16_dir) -> LlamaCppRuntime:
-    return load_runtime(f16_dir)
+def runtime(tiny_f16_gguf) -> LlamaCppRuntime:
+    return load_runtime(tiny_f16_gguf)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +32,11 @@ def hf_runtime(tiny_random_model):
 
 
 @pytest.mark.e2e
-def test_a_variant_dir_or_its_gguf_file_loads_through_the_one_loader(f16_dir, runtime):
-    assert detect_format(f16_dir) == "gguf" and detect_format(f16_dir / "tiny-F16.gguf") == "gguf"
+def test_a_variant_dir_or_its_gguf_file_loads_through_the_one_loader(tiny_f16_gguf, runtime):
+    assert detect_format(tiny_f16_gguf) == "gguf" and detect_format(tiny_f16_gguf / "tiny-F16.gguf") == "gguf"
     assert isinstance(runtime, LlamaCppRuntime)
     assert (runtime.format, runtime.runtime, runtime.context_length) == ("gguf", "llama.cpp", 2048)
-    assert load_runtime(f16_dir / "tiny-F16.gguf").gguf_file == runtime.gguf_file
+    assert load_runtime(tiny_f16_gguf / "tiny-F16.gguf").gguf_file == runtime.gguf_file
 
 
 @pytest.mark.e2e
@@ -125,13 +114,13 @@ def test_the_kv_cache_is_reused_for_a_shared_prefix_without_changing_the_output(
 
 
 @pytest.mark.e2e
-def test_cuda_without_gpu_offload_is_a_clear_error(f16_dir):
+def test_cuda_without_gpu_offload_is_a_clear_error(tiny_f16_gguf):
     import llama_cpp
 
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("this llama-cpp-python build can offload to a GPU")
     with pytest.raises(RuntimeError, match="device 'cuda' requested but this llama-cpp-python build has no GPU offload"):
-        load_runtime(f16_dir, device="cuda")
+        load_runtime(tiny_f16_gguf, device="cuda")
 
 
 # --- broken files ---------------------------------------------------------------------------------
