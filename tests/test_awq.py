@@ -12,6 +12,7 @@ import torch
 from convert import _layerwise, awq
 from convert._packing import unpack_awq
 from convert.calibration import CalibrationSet, CalibrationSpec
+from quant_support import assert_generates, assert_runtime_serves_4bit, load_with_transformers, read_tensors
 
 
 def _layer_and_inputs(*, seed=0, outlier_channels=(3, 77, 200)):
@@ -126,16 +127,6 @@ def awq_dir(tiny_random_model, tmp_path_factory) -> tuple[Path, dict]:
     return out, details
 
 
-def _tensors(out: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    tensors = {}
-    for shard in out.glob("*.safetensors"):
-        with safe_open(str(shard), framework="pt") as handle:
-            tensors.update({name: handle.get_tensor(name) for name in handle.keys()})
-    return tensors
-
-
 @pytest.mark.e2e
 def test_quantization_config_and_tensors_have_the_awq_gemm_layout(awq_dir):
     out, details = awq_dir
@@ -143,7 +134,7 @@ def test_quantization_config_and_tensors_have_the_awq_gemm_layout(awq_dir):
     assert quantization["quant_method"] == "awq" and quantization["version"] == "gemm"
     assert quantization["bits"] == 4 and quantization["group_size"] == 128 and quantization["zero_point"] is True
     assert details["quantization"]["quant_method"] == "awq"
-    tensors = _tensors(out)
+    tensors = read_tensors(out)
     for name, (in_features, out_features) in {"self_attn.k_proj": (256, 256), "mlp.up_proj": (256, 768), "mlp.down_proj": (768, 256)}.items():
         prefix = f"model.layers.0.{name}."
         assert tensors[prefix + "qweight"].dtype == torch.int32 and tensors[prefix + "qweight"].shape == (in_features, out_features // 8)
@@ -156,12 +147,9 @@ def test_quantization_config_and_tensors_have_the_awq_gemm_layout(awq_dir):
 
 @pytest.mark.e2e
 def test_transformers_loads_it_on_cpu_applying_exactly_our_weights_and_generates(awq_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out, _ = awq_dir
-    model, info = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    tensors = _tensors(out)
+    model = load_with_transformers(out)
+    tensors = read_tensors(out)
     for index in range(2):
         for name in ("self_attn.q_proj", "mlp.gate_proj", "mlp.down_proj"):
             prefix = f"model.layers.{index}.{name}."
@@ -170,23 +158,11 @@ def test_transformers_loads_it_on_cpu_applying_exactly_our_weights_and_generates
             with torch.inference_mode():
                 applied = module(torch.eye(ours.shape[1], dtype=torch.float32)).float().T
             torch.testing.assert_close(applied, ours, rtol=1e-2, atol=1e-3)
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
-    inputs = tokenizer("USER: book a table for two\nASSISTANT:", return_tensors="pt")
-    with torch.inference_mode():
-        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-        logits = model(**inputs).logits
-    assert generated.shape[1] == inputs["input_ids"].shape[1] + 8
-    assert torch.isfinite(logits).all()
+    assert_generates(model, out, "USER: book a table for two\nASSISTANT:")
 
 
 @pytest.mark.e2e
 def test_the_transformers_runtime_serves_it_with_the_4bit_kernel(awq_dir):
-    from invoker.runtimes import GenerationParams, generate, load_runtime
-
     out, _ = awq_dir
-    runtime = load_runtime(out)
-    assert (runtime.runtime, runtime.format) == ("transformers", "awq")
-    gate_proj = runtime.model.get_submodule("model.layers.1.mlp.gate_proj")
-    assert type(gate_proj).__module__.startswith("gptqmodel.")  # run as 4-bit, not dequantized to a float Linear
-    generation = generate(runtime, "USER: book a table for two\nASSISTANT:", GenerationParams(max_tokens=6, ignore_eos=True))
-    assert (generation.finish_reason, generation.completion_tokens) == ("length", 6)
+    assert_runtime_serves_4bit(out, format="awq", module="model.layers.1.mlp.gate_proj",
+                               prompt="USER: book a table for two\nASSISTANT:")

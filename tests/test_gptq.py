@@ -12,6 +12,7 @@ import torch
 from convert import gptq
 from convert._packing import unpack_gptq
 from convert.calibration import CalibrationSet, CalibrationSpec
+from quant_support import assert_generates, assert_runtime_serves_4bit, load_with_transformers, read_tensors
 
 
 def _problem(*, out_features=32, in_features=256, tokens=2048, seed=0):
@@ -198,40 +199,20 @@ def test_quantization_config_and_tensors_have_the_gptq_v1_layout(gptq_dir, tiny_
 
 @pytest.mark.e2e
 def test_transformers_loads_it_on_cpu_applying_exactly_our_weights_and_generates(gptq_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out, _ = gptq_dir
-    model, info = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    from safetensors import safe_open
-
-    tensors = {}
-    for shard in out.glob("*.safetensors"):
-        with safe_open(str(shard), framework="pt") as handle:
-            tensors.update({name: handle.get_tensor(name) for name in handle.keys()})
+    model = load_with_transformers(out)
+    tensors = read_tensors(out)
     for index in range(2):
         for name in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"):
             prefix = f"model.layers.{index}.{name}."
             ours = unpack_gptq({key: tensors[prefix + key] for key in ("qweight", "qzeros", "scales", "g_idx")}, bits=4).dequantize()
             module = model.get_submodule(f"model.layers.{index}.{name}")
             torch.testing.assert_close(_loader_weight(module, ours.shape[1]), ours, rtol=1e-2, atol=1e-3)
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
-    inputs = tokenizer("USER: what is the weather in Paris?\nASSISTANT:", return_tensors="pt")
-    with torch.inference_mode():
-        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-        logits = model(**inputs).logits
-    assert generated.shape[1] == inputs["input_ids"].shape[1] + 8
-    assert torch.isfinite(logits).all()
+    assert_generates(model, out, "USER: what is the weather in Paris?\nASSISTANT:")
 
 
 @pytest.mark.e2e
 def test_the_transformers_runtime_serves_it_with_the_4bit_kernel(gptq_dir):
-    from invoker.runtimes import GenerationParams, generate, load_runtime
-
     out, _ = gptq_dir
-    runtime = load_runtime(out)
-    assert (runtime.runtime, runtime.format) == ("transformers", "gptq")
-    q_proj = runtime.model.get_submodule("model.layers.0.self_attn.q_proj")
-    assert type(q_proj).__module__.startswith("gptqmodel.")  # run as 4-bit, not dequantized to a float Linear
-    generation = generate(runtime, "USER: what is the weather in Paris?\nASSISTANT:", GenerationParams(max_tokens=6, ignore_eos=True))
-    assert (generation.finish_reason, generation.completion_tokens) == ("length", 6)
+    assert_runtime_serves_4bit(out, format="gptq", module="model.layers.0.self_attn.q_proj",
+                               prompt="USER: what is the weather in Paris?\nASSISTANT:")
