@@ -203,10 +203,7 @@ def _json_array_rows(path: Path, text: str) -> Iterator[tuple[str, str, Any]]:
         if text[position] == "]":
             break
         line = _line_of(text, position)
-        try:
-            row, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{error.lineno}", f"malformed JSON: {error.msg} (column {error.colno})") from None
+        row, position = _decode_at(decoder, text, position, path=path)
         yield f"{path}:{line}", f"{path.stem}-{index:05d}", row
         index += 1
         position = _skip_space(text, position)
@@ -226,13 +223,18 @@ def _json_sequence_rows(path: Path, text: str) -> Iterator[tuple[str, str, Any]]
     index = 0
     while position < len(text):
         line = _line_of(text, position)
-        try:
-            row, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{error.lineno}", f"malformed JSON: {error.msg} (column {error.colno})") from None
+        row, position = _decode_at(decoder, text, position, path=path)
         yield f"{path}:{line}", f"{path.stem}-{index:05d}", row
         index += 1
         position = _skip_space(text, position)
+
+
+def _decode_at(decoder: json.JSONDecoder, text: str, position: int, *, path: Path) -> tuple[Any, int]:
+    """The JSON value starting at ``position`` and the position after it; malformed JSON names the file:line."""
+    try:
+        return decoder.raw_decode(text, position)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{error.lineno}", f"malformed JSON: {error.msg} (column {error.colno})") from None
 
 
 def _skip_space(text: str, position: int) -> int:
