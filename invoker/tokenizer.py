@@ -94,3 +94,72 @@ def write_hf_tokenizer_files(*, model_dir: str | Path) -> None:
         config = {**json.loads(config_path.read_text()), **config}
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     (model_dir / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
+
+
+def token_bytes_table(tokenizer) -> list[bytes]:
+    """The bytes each token id of a Hugging Face tokenizer stands for; special tokens stand for nothing.
+
+    Two vocabulary kinds are understood: sentencepiece-style (Llama-2: ``▁`` is a space, ``<0xNN>``
+    byte-fallback pieces are raw bytes) and GPT-2-style byte-level BPE (Llama-3, Qwen, SmolLM: each
+    byte is written as one printable character, ``Ġ`` for a space). Added tokens that are not
+    special (user-defined words) stand for their own text. Raises ``ValueError`` for anything else.
+    """
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    added = {index: token for index, token in tokenizer.added_tokens_decoder.items()}
+    if _is_byte_level(tokenizer):
+        decode = _byte_level_piece
+    elif any(piece == "<0x41>" for piece in pieces if piece):
+        decode = _sentencepiece_piece
+    else:
+        raise ValueError(
+            "tokenizer is neither sentencepiece-style (no <0xNN> byte-fallback pieces) nor byte-level BPE: "
+            "cannot map its tokens to bytes"
+        )
+    special = set(tokenizer.all_special_ids)
+    table = []
+    for token_id, piece in enumerate(pieces):
+        token = added.get(token_id)
+        if piece is None or token_id in special or (token is not None and token.special):
+            table.append(b"")
+        elif token is not None:
+            table.append(token.content.encode("utf-8"))
+        else:
+            table.append(decode(piece))
+    return table
+
+
+def _is_byte_level(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    decoder = json.loads(backend.to_str()).get("decoder") or {}
+    kinds = [decoder.get("type")] + [step.get("type") for step in decoder.get("decoders") or []]
+    return "ByteLevel" in kinds
+
+
+def _sentencepiece_piece(piece: str) -> bytes:
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return bytes([int(piece[3:5], 16)])
+    return piece.replace("▁", " ").encode("utf-8")
+
+
+def _byte_level_piece(piece: str) -> bytes:
+    table = _byte_level_alphabet()
+    return bytes(table[char] for char in piece)
+
+
+_ALPHABET: dict[str, int] = {}
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in character for each byte, inverted (character -> byte)."""
+    if not _ALPHABET:
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        extra = 0
+        for byte in range(256):
+            if byte in printable:
+                _ALPHABET[chr(byte)] = byte
+            else:
+                _ALPHABET[chr(256 + extra)] = byte
+                extra += 1
+    return _ALPHABET

@@ -26,6 +26,7 @@ from pipelines.bfcl import SUITES as BFCL_SUITES, load_bfcl_suite, parse_suite_n
 from pipelines.metrics import CaseScore, score_case, summarize
 
 DEFAULT_MAX_TOKENS = 256
+EVAL_BATCH_SIZE = 8
 SYNTHETIC_EVAL_SIZE = 300
 SUITES = ("synthetic", "jsonl:PATH", *BFCL_SUITES)
 
@@ -61,35 +62,64 @@ def evaluate(
     progress: bool = True,
     on_case: Callable[[dict], None] | None = None,
     constrained: bool = False,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict:
     """Score ``runtime`` on ``records``; returns the metric summary plus timings and token totals.
 
-    ``on_case`` receives each case's prediction and verdicts as a JSON-ready dict (for ``--details``).
-    ``constrained`` decodes under the server's answer grammar (``invoker.constrain``, tool choice auto).
+    ``on_case`` receives each case's prediction and verdicts as a JSON-ready dict (for ``--details``),
+    in the records' order. ``constrained`` decodes under the server's answer grammar
+    (``invoker.constrain``, tool choice auto). A runtime with ``generate_batch`` (transformers)
+    decodes ``batch_size`` cases of similar prompt length together; the others go one by one.
     """
-    scores, finish_reasons = [], Counter()
-    prompt_tokens = completion_tokens = 0
+    cases: list[tuple[dict, CaseScore] | None] = [None] * len(records)
     started = time.perf_counter()
-    for record in tqdm(records, desc="eval", unit="case", disable=not progress, file=sys.stderr):
-        case, score = predict_case(runtime=runtime, record=record, params=params, constrained=constrained)
-        scores.append(score)
-        finish_reasons[case["finish_reason"]] += 1
-        prompt_tokens += case["prompt_tokens"]
-        completion_tokens += case["completion_tokens"]
-        if on_case is not None:
-            on_case(case)
+    with tqdm(total=len(records), desc="eval", unit="case", disable=not progress, file=sys.stderr) as bar:
+        for group in _batches(runtime=runtime, records=records, batch_size=batch_size, batched=not constrained):
+            for index, result in zip(group, predict_cases(runtime=runtime, records=[records[i] for i in group],
+                                                          params=params, constrained=constrained)):
+                cases[index] = result
+            bar.update(len(group))
     wall_seconds = time.perf_counter() - started
+    finish_reasons = Counter(case["finish_reason"] for case, _ in cases)
+    if on_case is not None:
+        for case, _ in cases:
+            on_case(case)
     return {
-        **summarize(scores),
+        **summarize([score for _, score in cases]),
         "wall_seconds": round(wall_seconds, 3),
         "seconds_per_case": round(wall_seconds / len(records), 4) if records else None,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
+        "prompt_tokens": sum(case["prompt_tokens"] for case, _ in cases),
+        "completion_tokens": sum(case["completion_tokens"] for case, _ in cases),
         "finish_reasons": dict(sorted(finish_reasons.items())),
         "temperature": params.temperature,
         "max_tokens": params.max_tokens,
         "constrained": constrained,
     }
+
+
+def _batches(*, runtime: Runtime, records: list[dict], batch_size: int, batched: bool) -> list[list[int]]:
+    """Groups of record indices: by similar prompt length when the runtime batches, else one each."""
+    if not (batched and batch_size > 1 and hasattr(runtime, "generate_batch")):
+        return [[index] for index in range(len(records))]
+    order = sorted(range(len(records)), key=lambda i: len(_prompt(records[i])))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _prompt(record: dict) -> str:
+    try:
+        return render_prompt(record["messages"][:-1], functions=record.get("functions") or None)
+    except ValueError as err:
+        raise ValueError(f"case {record.get('id')!r}: {err}") from None
+
+
+def predict_cases(*, runtime: Runtime, records: list[dict], params: GenerationParams, constrained: bool = False) -> list[tuple[dict, CaseScore]]:
+    """``predict_case`` for several records; a runtime with ``generate_batch`` decodes them together."""
+    if len(records) == 1 or constrained or not hasattr(runtime, "generate_batch"):
+        return [predict_case(runtime=runtime, record=record, params=params, constrained=constrained) for record in records]
+    started = time.perf_counter()
+    generations = runtime.generate_batch([_prompt(record) for record in records], params)
+    seconds = (time.perf_counter() - started) / len(records)
+    return [_scored(record, generation, seconds) for record, generation in zip(records, generations)]
 
 
 def predict_case(
@@ -100,12 +130,17 @@ def predict_case(
     if constrained:
         params = dataclasses.replace(params, grammar=answer_grammar(validate_functions(functions or [])).grammar)
     started = time.perf_counter()
+    prompt = _prompt(record)
     try:
-        prompt = render_prompt(record["messages"][:-1], functions=functions)
         generation = generate(runtime, prompt, params)
     except ValueError as err:  # e.g. a prompt longer than the context: say which case
         raise ValueError(f"case {record.get('id')!r}: {err}") from None
-    seconds = time.perf_counter() - started
+    return _scored(record, generation, time.perf_counter() - started)
+
+
+def _scored(record: dict, generation, seconds: float) -> tuple[dict, CaseScore]:
+    """The case dict (prediction and verdicts) and its score."""
+    functions = record.get("functions") or None
     parsed = parse_completion(generation.text, functions=functions)
     score = score_case(record, parsed)
     case = {

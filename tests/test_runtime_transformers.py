@@ -253,3 +253,50 @@ def test_format_without_a_runtime_lists_what_is_supported(tmp_path, tiny_random_
         load_runtime(tmp_path)
     with pytest.raises(ModelFormatError, match="unknown runtime 'vllm'"):
         load_runtime(tiny_random_model, runtime="vllm")
+
+
+# --- batched greedy decoding (what eval uses) ----------------------------------------------------
+
+BATCH_PROMPTS = [
+    PROMPT,
+    "USER: hi\nASSISTANT:",
+    "USER: please convert 25 USD to EUR and tell me the time in Tokyo, then book a table\nASSISTANT:",
+    "Available Functions:\nNone\n\nUSER: send email to the user with subject note\nASSISTANT:",
+]
+
+
+@pytest.mark.parametrize("params", [
+    GenerationParams(max_tokens=20),
+    GenerationParams(max_tokens=12, stop=("e", "the")),
+    GenerationParams(max_tokens=9, ignore_eos=True),
+])
+def test_generate_batch_equals_one_by_one(runtime, params):
+    batched = runtime.generate_batch(BATCH_PROMPTS, params)
+    assert batched == [generate(runtime, prompt, params) for prompt in BATCH_PROMPTS]
+
+
+def test_generate_batch_rows_stop_at_their_own_eos_and_leave_the_batch(runtime, monkeypatch):
+    eos = runtime.tokenizer.eos_token_id
+    vocab = len(runtime._token_bytes)
+    shapes = []
+
+    def scripted_forward(*, input_ids, **kwargs):  # row 0 ends at once, row 1 runs to its budget
+        shapes.append(tuple(input_ids.shape))
+        logits = torch.zeros((input_ids.shape[0], 1, vocab))
+        logits[:, 0, 40] = 1.0
+        if input_ids.shape[0] == 2:
+            logits[0, 0, eos] = 2.0
+        return type("Output", (), {"logits": logits})()
+
+    monkeypatch.setattr(runtime, "model", type("Model", (), {"__call__": lambda self, **kw: scripted_forward(**kw),
+                                                             "config": runtime.model.config})())
+    first, second = runtime.generate_batch(BATCH_PROMPTS[:2], GenerationParams(max_tokens=5))
+    assert (first.finish_reason, first.completion_tokens, first.text) == ("stop", 1, "")
+    assert (second.finish_reason, second.completion_tokens) == ("length", 5)
+    assert second.text == runtime._token_bytes[40].decode() * 5
+    assert shapes[0][0] == 2 and shapes[1:] == [(1, 1)] * 4  # the finished row is no longer computed
+
+
+def test_generate_batch_refuses_a_prompt_over_the_context(runtime):
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        runtime.generate_batch([PROMPT, "word " * 3000], GenerationParams(max_tokens=4))

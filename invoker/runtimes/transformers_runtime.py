@@ -5,9 +5,9 @@ so that one request controls everything the server promises: stop strings, EOS, 
 per-request seeds, and cancellation (close the stream and the next forward pass never runs).
 
 Text is produced from new tokens only, never by slicing a decoded prompt: each token id maps to the
-bytes it stands for (a Llama-2 sentencepiece vocabulary: ``▁`` is a space, ``<0xNN>`` a raw byte),
+bytes it stands for (``invoker.tokenizer.token_bytes_table``: sentencepiece or byte-level BPE),
 and an incremental UTF-8 decoder turns the byte stream into text, holding back an incomplete
-multi-byte character until its last byte-fallback token arrives. The leading space of the first
+multi-byte character until its last byte arrives. The leading space of the first
 generated piece is kept (a continuation is decoded as a continuation, as llama.cpp does).
 """
 
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import torch
 
-from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher, final_chunk
-
-_BYTE_PIECE_LEN = len("<0x00>")
-
+from invoker.runtimes.base import Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
+from invoker.tokenizer import token_bytes_table
 
 class TransformersRuntime:
     runtime = "transformers"
@@ -95,16 +93,13 @@ class TransformersRuntime:
         return self._vocabulary.matcher(grammar)
 
     def _decode_loop(self, prompt_ids: list[int], params: GenerationParams, grammar=None) -> Iterator[Chunk]:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+        cache = _new_cache(self.model)
         sampler = torch.Generator(device="cpu")
         if params.seed is None:
             sampler.seed()
         else:
             sampler.manual_seed(params.seed)
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop)
+        row = _RowText(self._token_bytes, params.stop)
         budget = min(params.max_tokens, self.context_length - len(prompt_ids))
         next_input = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         completion_tokens = 0
@@ -115,15 +110,74 @@ class TransformersRuntime:
             if token in self._eos_ids and not params.ignore_eos:
                 finish_reason = "stop"
                 break
-            text, stopped = stops.feed(utf8.decode(self._bytes_of(token)))
+            text, stopped = row.feed(token)
             if stopped:
                 finish_reason = "stop"
                 break
             if text:
                 yield Chunk(text=text)
             next_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
-        yield final_chunk(stops=stops, decoder=utf8, text=text, finish_reason=finish_reason,
-                          prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
+        yield row.final(finish_reason=finish_reason, prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
+
+    def generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        """What ``generate`` returns for each prompt, computed together: greedy decoding of the
+        left-padded batch through one KV cache, each row stopping at its own EOS, stop string or
+        budget. Equal to one-by-one generation up to float rounding in near-ties. Sampling or a
+        grammar: one by one (their per-request state does not batch)."""
+        if params.temperature != 0 or params.grammar is not None or len(prompts) < 2:
+            return [generate(self, prompt, params) for prompt in prompts]
+        encoded = [self._encode(prompt) for prompt in prompts]
+        for ids in encoded:
+            if len(ids) > self.context_length:
+                raise ValueError(f"prompt is {len(ids)} tokens, longer than the model's context of {self.context_length} tokens")
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._eos_ids)
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for index, ids in enumerate(encoded):
+            input_ids[index, width - len(ids):] = torch.tensor(ids)
+            mask[index, width - len(ids):] = 1
+        budgets = [min(params.max_tokens, self.context_length - len(ids)) for ids in encoded]
+        rows = [_RowText(self._token_bytes, params.stop) for _ in encoded]
+        texts: list[list[str]] = [[] for _ in encoded]
+        counts = [0] * len(encoded)
+        finish: list[str | None] = ["length" if budget < 1 else None for budget in budgets]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = _new_cache(self.model)
+        active = [index for index, reason in enumerate(finish) if reason is None]  # rows still decoding
+        step_input = input_ids[active]
+        mask, positions = mask[active], positions[active]
+        with torch.inference_mode():
+            while active:
+                logits = self.model(input_ids=step_input.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+                                    logits_to_keep=1).logits
+                tokens = logits[:, -1, : len(self._token_bytes)].float().argmax(-1).tolist()
+                for index, token in zip(active, tokens):
+                    counts[index] += 1
+                    if token in self._eos_ids and not params.ignore_eos:
+                        finish[index] = "stop"
+                        continue
+                    text, stopped = rows[index].feed(token)
+                    texts[index].append(text)
+                    if stopped:
+                        finish[index] = "stop"
+                    elif counts[index] >= budgets[index]:
+                        finish[index] = "length"
+                keep = [row for row, index in enumerate(active) if finish[index] is None]
+                if len(keep) < len(active):  # finished rows leave the batch (and the cache)
+                    cache.batch_select_indices(torch.tensor(keep, dtype=torch.long, device=self.device))
+                    mask, positions = mask[keep], positions[keep]
+                    active, tokens = [active[row] for row in keep], [tokens[row] for row in keep]
+                step_input = torch.tensor([[token] for token in tokens], dtype=torch.long)
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+                positions = positions[:, -1:] + 1
+        results = []
+        for index, row in enumerate(rows):
+            last = row.final(finish_reason=finish[index], prompt_tokens=len(encoded[index]), completion_tokens=counts[index])
+            results.append(Generation(text="".join(texts[index]) + last.text, finish_reason=last.finish_reason,
+                                      prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens))
+        return results
 
     def _next_token(
         self, input_ids: torch.Tensor, cache, params: GenerationParams, sampler: torch.Generator, grammar=None
@@ -145,8 +199,31 @@ class TransformersRuntime:
             grammar.accept(token)
         return token
 
-    def _bytes_of(self, token: int) -> bytes:
-        return self._token_bytes[token] if token < len(self._token_bytes) else b""
+
+class _RowText:
+    """One sequence's text as a stream emits it: token bytes -> incremental UTF-8 -> stop strings."""
+
+    def __init__(self, token_bytes: list[bytes], stop: tuple[str, ...]) -> None:
+        self._token_bytes = token_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = StopMatcher(stop)
+        self._last = ""
+
+    def feed(self, token: int) -> tuple[str, bool]:
+        """(text to emit now, whether a stop string ended the sequence)."""
+        piece = self._token_bytes[token] if token < len(self._token_bytes) else b""
+        self._last, stopped = self._stops.feed(self._utf8.decode(piece))
+        return self._last, stopped
+
+    def final(self, *, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> Chunk:
+        return final_chunk(stops=self._stops, decoder=self._utf8, text=self._last, finish_reason=finish_reason,
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -155,29 +232,6 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the tokens ranked above
     sorted_probs[before >= top_p] = 0.0
     return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-
-
-def token_bytes_table(tokenizer) -> list[bytes]:
-    """The bytes each token id stands for in a sentencepiece-style (Llama-2) vocabulary.
-
-    ``▁`` becomes a space, ``<0xNN>`` byte-fallback pieces become that byte, special tokens become
-    nothing. Raises ``ValueError`` for a vocabulary of another kind (e.g. GPT-2 byte-level BPE).
-    """
-    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    if not any(p == "<0x41>" for p in pieces if p):
-        raise ValueError(
-            "tokenizer has no byte-fallback pieces (<0xNN>): only sentencepiece-style (Llama-2) vocabularies are supported"
-        )
-    special = set(tokenizer.all_special_ids)
-    table = []
-    for token_id, piece in enumerate(pieces):
-        if piece is None or token_id in special:
-            table.append(b"")
-        elif len(piece) == _BYTE_PIECE_LEN and piece.startswith("<0x") and piece.endswith(">"):
-            table.append(bytes([int(piece[3:5], 16)]))
-        else:
-            table.append(piece.replace("▁", " ").encode("utf-8"))
-    return table
 
 
 def _eos_ids(model, tokenizer) -> frozenset[int]:
