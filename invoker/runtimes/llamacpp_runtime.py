@@ -42,6 +42,7 @@ class GGUFInfo:
     decode_bytes: int  # bytes of weights read per decoded token: all tensors but the token embedding (one row is read)
     has_tokenizer: bool
     has_chat_template: bool
+    tensor_types: dict[str, str]  # tensor name -> ggml type name ("Q4_K", "F32", ...)
 
 
 class LlamaCppRuntime:
@@ -240,6 +241,7 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         decode_bytes=tensor_bytes - embedding,
         has_tokenizer=True,
         has_chat_template="tokenizer.chat_template" in fields,
+        tensor_types={t.name: t.tensor_type.name for t in reader.tensors},
     )
 
 
