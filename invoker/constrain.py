@@ -41,7 +41,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import referencing.exceptions
+
+from invoker.json_schema import PatternTimeout, resolve_local_ref, schema_validator, validation_errors
 
 ANSWER_START = '```{"content": '
 CALL_START = ANSWER_START + 'null, "function_call": {"name": "'
@@ -50,6 +52,7 @@ TEXT_END = ', "function_call": null}' + ANSWER_END
 LEADING_SPACE = " "  # the prompt ends with "ASSISTANT:"; the model's answer starts with a space
 MAX_DIGITS = 16
 MAX_EXPONENT_DIGITS = 3
+MAX_REPEAT = 1000  # largest minLength/maxLength/minItems/maxItems written into a grammar (llama.cpp refuses > 2000)
 SCHEMA_KEYWORDS_ENFORCED = frozenset({
     "type", "enum", "const", "properties", "required", "additionalProperties", "items", "minItems",
     "maxItems", "minLength", "maxLength", "anyOf", "oneOf", "$ref", "$defs", "definitions",
@@ -267,7 +270,7 @@ class _GrammarBuilder:
         if kind is None:
             return self._untyped(schema, rule=rule, field=field)
         if kind == "string":
-            return self._string(schema)
+            return self._string(schema, field=field)
         if kind == "integer":
             return "esc-integer"
         if kind == "number":
@@ -290,8 +293,8 @@ class _GrammarBuilder:
             return self._array(schema, rule=rule, field=field)
         return "esc-value"
 
-    def _string(self, schema: dict) -> str:
-        low, high = schema.get("minLength", 0), schema.get("maxLength")
+    def _string(self, schema: dict, *, field: str) -> str:
+        low, high = self._bounds(schema, field=field, low_key="minLength", high_key="maxLength")
         if low == 0 and high is None:
             return "esc-string"
         quote = gbnf_literal('\\"')
@@ -302,7 +305,7 @@ class _GrammarBuilder:
     def _array(self, schema: dict, *, rule: str, field: str) -> str:
         items = schema.get("items", True)
         item = self.define(f"{rule}-item", self._value(items, rule=f"{rule}-item", field=f"{field}.items"))
-        low, high = schema.get("minItems", 0), schema.get("maxItems")
+        low, high = self._bounds(schema, field=field, low_key="minItems", high_key="maxItems")
         if high == 0:
             return '"[]"'
         if low == 0 and high is None:
@@ -311,6 +314,21 @@ class _GrammarBuilder:
             return f'"[" {item} "]"' if low > 0 else f'"[" {item}? "]"'
         rest = f'(", " {item}){{{max(low - 1, 0)},{"" if high is None else high - 1}}}'
         return f'"[" {item} {rest} "]"' if low > 0 else f'"[" ({item} {rest})? "]"'
+
+    def _bounds(self, schema: dict, *, field: str, low_key: str, high_key: str) -> tuple[int, int | None]:
+        """(low, high) of a length or item count, as the grammar writes them: a lower bound over
+        ``MAX_REPEAT`` or above the upper one is an error; an upper bound over ``MAX_REPEAT`` is left to the
+        validation after generation (the grammar does not bound it)."""
+        low, high = int(schema.get(low_key, 0)), schema.get(high_key)
+        high = None if high is None else int(high)
+        if low > MAX_REPEAT:
+            raise ConstraintError(f"{field}.{low_key}", f"{low} is more than the {MAX_REPEAT} a constrained call supports")
+        if high is not None and low > high:
+            raise ConstraintError(f"{field}.{low_key}", f"{low} is more than {high_key} {high}: no value satisfies both")
+        if high is not None and high > MAX_REPEAT:
+            self.unenforced.append(f"{field}.{high_key}")
+            high = None
+        return low, high
 
     def _object(self, schema: dict, *, rule: str, field: str) -> str:
         properties = schema.get("properties")
@@ -356,8 +374,8 @@ class _GrammarBuilder:
         if not isinstance(values, list) or not values:
             raise ConstraintError(f"{field}.enum", "must be a non-empty list")
         rest = {key: value for key, value in schema.items() if key not in ("const", "enum")}
-        validator = Draft202012Validator(rest) if rest else None
-        valid = [value for value in values if validator is None or validator.is_valid(value)]
+        validator = schema_validator(self._root_schema, schema=rest) if rest else None
+        valid = [value for value in values if validator is None or _accepts(validator, value)]
         if not valid:
             raise ConstraintError(f"{field}.enum", "no listed value satisfies the rest of the schema")
         literals = {_escape_literal(json.dumps(value, ensure_ascii=False)) for value in valid}
@@ -393,18 +411,19 @@ class _GrammarBuilder:
 
 def _resolve_local_ref(root: dict, ref: Any) -> Any:
     """The sub-schema a local ``#/...`` JSON pointer names, or None."""
-    if not isinstance(ref, str) or not ref.startswith("#"):
+    try:
+        return copy.deepcopy(resolve_local_ref(root, ref))
+    except LookupError:
         return None
-    node: Any = root
-    for part in [p for p in ref[1:].split("/") if p]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return copy.deepcopy(node)
+
+
+def _accepts(validator, value: Any) -> bool:
+    """Whether an enum value satisfies the rest of its schema; when that cannot be decided in time, it is
+    kept (the grammar is looser, and the arguments are validated after generation)."""
+    try:
+        return not validation_errors(validator, value)
+    except (PatternTimeout, RecursionError, referencing.exceptions.Unresolvable):
+        return True
 
 
 def _reachable(rules: dict[str, str], *, start: str) -> set[str]:

@@ -11,9 +11,21 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import referencing.exceptions
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from invoker.json_schema import (
+    MAX_PATTERN_SECONDS,
+    PatternTimeout,
+    SchemaLimitError,
+    check_schema_structure,
+    schema_validator,
+    validation_errors,
+)
+from invoker.json_values import JSONValueError, check_json_value
+
+MAX_FUNCTIONS = 128  # function definitions in one request (OpenAI's limit for tools)
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 PARAMETER_KEYS_FIRST = ("type", "properties", "required")
 
@@ -31,6 +43,7 @@ def functions_from_tools(tools: list[dict], *, field: str = "tools") -> list[dic
     """OpenAI ``tools`` ([{"type": "function", "function": {...}}]) -> validated function defs."""
     if not isinstance(tools, list):
         raise FunctionSchemaError(field, "must be a list of tools")
+    _check_count(tools, field=field)
     functions = [_unwrap_tool(tool, field=f"{field}[{index}]") for index, tool in enumerate(tools)]
     fields = [f"{field}[{index}].function" for index in range(len(tools))]
     return _validate_all(functions, fields=fields)
@@ -43,17 +56,28 @@ def validate_functions(functions: list[dict], *, field: str = "functions") -> li
     """
     if not isinstance(functions, list):
         raise FunctionSchemaError(field, "must be a list of function definitions")
+    _check_count(functions, field=field)
     fields = [f"{field}[{index}]" for index in range(len(functions))]
     return _validate_all(functions, fields=fields)
 
 
 def validate_arguments(arguments: dict, *, function: dict) -> list[str]:
-    """Errors of call ``arguments`` against ``function["parameters"]``; ``[]`` when valid."""
+    """Errors of call ``arguments`` against ``function["parameters"]``; ``[]`` when valid.
+
+    Never fetches anything (a reference that is not local is an error, not a request), never raises on
+    deep arguments, and gives pattern matching ``MAX_PATTERN_SECONDS`` in all (invoker.json_schema)."""
     if not isinstance(arguments, dict):
         return [f"arguments: must be a JSON object, got {_json_type(arguments)}"]
     schema = function.get("parameters") or default_parameters()
-    validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(arguments), key=lambda error: list(map(str, error.absolute_path)))
+    try:
+        found = validation_errors(schema_validator(schema), arguments)
+    except RecursionError:
+        return ["arguments: nested too deeply to validate"]
+    except PatternTimeout:
+        return [f"arguments: matching the schema's patterns took over {MAX_PATTERN_SECONDS:g} s; not validated"]
+    except referencing.exceptions.Unresolvable as err:
+        return [f"arguments: the schema has a reference that does not resolve here ({err}); not validated"]
+    errors = sorted(found, key=lambda error: list(map(str, error.absolute_path)))
     return [f"{_join_path('arguments', error.absolute_path)}: {error.message}" for error in errors]
 
 
@@ -78,9 +102,18 @@ def _validate_all(functions: list, *, fields: list[str]) -> list[dict]:
     return normalized
 
 
+def _check_count(functions: list, *, field: str) -> None:
+    if len(functions) > MAX_FUNCTIONS:
+        raise FunctionSchemaError(field, f"at most {MAX_FUNCTIONS} functions are accepted, got {len(functions)}")
+
+
 def _validate_function(function: Any, *, field: str) -> dict:
     if not isinstance(function, dict):
         raise FunctionSchemaError(field, f"must be an object, got {_json_type(function)}")
+    try:
+        check_json_value(function, field=field)  # lone surrogates, NaN, nesting: before anything recursive
+    except JSONValueError as err:
+        raise FunctionSchemaError(err.field, err.message) from None
     name = _check_name(function.get("name"), field=f"{field}.name")
     normalized: dict[str, Any] = {"name": name}
     description = function.get("description")
@@ -126,6 +159,10 @@ def _check_parameters(parameters: Any, *, field: str) -> dict:
     _check_properties(properties, field=f"{field}.properties")
     if "required" in parameters:
         _check_required(parameters["required"], properties=properties, field=f"{field}.required")
+    try:
+        check_schema_structure(parameters)  # size, depth, references: before the recursive meta-schema check
+    except SchemaLimitError as err:
+        raise FunctionSchemaError(field + err.path, err.message) from None
     _check_json_schema(parameters, field=field)
     return _ordered_parameters(parameters)
 

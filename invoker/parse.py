@@ -15,6 +15,7 @@ EOS_TEXT = "</s>"
 FENCE = "```"
 _FENCE_TAG = re.compile(r"(?:json)?\s*", re.IGNORECASE)
 _DECODER = json.JSONDecoder()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ def _arguments_json(arguments: Any) -> tuple[str | None, str | None, str | None]
             return None, "invalid_arguments_json", f'"arguments" is not valid JSON: {error}'
     if not isinstance(arguments, dict):
         return None, "arguments_not_object", f'"arguments" must be a JSON object, got {type(arguments).__name__}'
-    return json.dumps(arguments, ensure_ascii=False), None, None
+    text = json.dumps(arguments, ensure_ascii=False)
+    # A lone surrogate the model wrote as an escape (\ud800) stays an escape: the text stays valid Unicode.
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text), None, None
 
 
 def _invalid(raw: str, *, error: str, detail: str, **fields: Any) -> ParsedCompletion:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from invoker.json_values import JSONValueError, check_json_value
+
 SYSTEM_PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions. "
@@ -107,6 +109,10 @@ def _check_message_list(messages: Any) -> None:
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise PromptError(f"messages[{index}]", "must be an object")
+        try:
+            check_json_value(message, field=f"messages[{index}]")  # text a tokenizer cannot encode, NaN, nesting
+        except JSONValueError as err:
+            raise PromptError(err.field, err.message) from None
         role = message.get("role")
         if role not in ROLES:
             raise PromptError(f"messages[{index}].role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")

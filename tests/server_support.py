@@ -148,6 +148,48 @@ def assert_health_fast(timings: list[float]) -> None:
     assert ordered[int(len(ordered) * 0.95) - 1] < 0.1 and ordered[-1] < 1.0, ordered
 
 
+class SilentListener:
+    """A TCP listener on a free loopback port that accepts connections and never answers (what a hostile
+    ``$ref`` host does); each accepted connection is recorded and closed after ``hold`` seconds, so code
+    that does connect is held up, but only for that long. Use as a context manager; ``url`` names it."""
+
+    def __init__(self, *, hold: float = 3.0) -> None:
+        self.hold = hold
+        self.connections: list[tuple[str, int]] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-listener", daemon=True)
+
+    def __enter__(self) -> "SilentListener":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _accept(self) -> None:
+        held = []
+        while not self._stop.is_set():
+            try:
+                conn, address = self._sock.accept()
+                self.connections.append(address)
+                held.append((time.monotonic() + self.hold, conn))
+            except OSError:  # the accept timeout: a chance to close what was held long enough
+                pass
+            for entry in [entry for entry in held if entry[0] <= time.monotonic()]:
+                entry[1].close()
+                held.remove(entry)
+        for _, conn in held:
+            conn.close()
+
+
 @contextmanager
 def live_server(app, *, timeout: float = 30.0):
     """Run ``app`` with a real uvicorn on a free loopback port in a thread; yields its base URL."""

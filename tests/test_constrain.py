@@ -284,6 +284,35 @@ def test_a_schema_no_value_satisfies_is_refused_naming_the_field():
     assert error.value.field == "functions[0].parameters.properties.u.enum"
 
 
+@pytest.mark.parametrize(("schema", "field", "contains"), [
+    ({"type": "string", "minLength": 100000}, "minLength", "more than the 1000"),
+    ({"type": "array", "minItems": 5000}, "minItems", "more than the 1000"),
+    ({"type": "string", "minLength": 5, "maxLength": 3}, "minLength", "no value satisfies"),
+    ({"type": "array", "minItems": 2, "maxItems": 1}, "minItems", "no value satisfies"),
+])
+def test_length_bounds_a_grammar_cannot_hold_are_refused_naming_the_field(schema, field, contains):
+    """llama.cpp refuses repetitions over 2000 (printing the grammar to stderr), and a lower bound over
+    the upper one has no answer: both are errors naming the keyword, before any generation."""
+    functions = validate_functions([{"name": "f", "parameters": {"type": "object", "properties": {"u": schema}}}])
+    with pytest.raises(ConstraintError) as error:
+        answer_grammar(functions)
+    assert error.value.field == f"functions[0].parameters.properties.u.{field}" and contains in error.value.message
+
+
+def test_large_upper_bounds_are_left_to_validation_and_integral_floats_written_as_integers(vocab):
+    from invoker.constrain import MAX_REPEAT
+
+    functions = validate_functions([{"name": "f", "parameters": {"type": "object", "properties": {
+        "text": {"type": "string", "maxLength": 100000}, "tags": {"type": "array", "maxItems": MAX_REPEAT + 1},
+        "code": {"type": "string", "minLength": 2.0, "maxLength": 3.0}}}}])
+    answer = answer_grammar(functions, choice="function", name="f")
+    assert set(answer.unenforced) == {"functions[0].parameters.properties.text.maxLength",
+                                      "functions[0].parameters.properties.tags.maxItems"}
+    assert "{2,3}" in answer.grammar and "." not in re.sub(r'"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]', "", answer.grammar)
+    assert accepts(vocab, answer.grammar, '{\\"code\\": \\"abc\\"}"}}```')
+    assert not accepts(vocab, answer.grammar, '{\\"code\\": \\"abcd\\"}"}}```')
+
+
 def test_forcing_an_unknown_function_is_refused():
     with pytest.raises(ConstraintError, match="'nope' is not among the functions"):
         answer_grammar(validate_functions([GET_TIME]), choice="function", name="nope")
@@ -307,14 +336,14 @@ def test_gbnf_literal_escapes_quotes_backslashes_and_control_characters():
     assert gbnf_literal('a"b\\c\nd\x01') == '"a\\"b\\\\c\\nd\\x01"'
 
 
-# --- the real tokenizer: multi-byte tokens, sentencepiece spaces ------------------------------
+# --- real tokenizers: multi-byte tokens, sentencepiece and byte-level spaces ------------------------------
 
 
-def test_masks_over_a_sentencepiece_vocabulary_yield_valid_calls(tiny_random_model):
-    """Random allowed tokens (multi-byte pieces, ``▁`` spaces, byte fallback) still spell a valid call."""
+def test_masks_over_either_vocabulary_kind_yield_valid_calls(any_random_model):
+    """Random allowed tokens (multi-byte pieces, ``▁`` or ``Ġ`` spaces, byte fallback) still spell a valid call."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_random_model))
+    tokenizer = AutoTokenizer.from_pretrained(str(any_random_model))
     vocabulary = Vocabulary.from_hf_tokenizer(tokenizer, size=len(tokenizer), eos_ids=[tokenizer.eos_token_id])
     schema = {"type": "object", "properties": {"location": {"type": "string", "maxLength": 6},
                                                "format": {"type": "string", "enum": ["12-hour", "24-hour"]}},

@@ -293,3 +293,13 @@ def test_history_extends_the_prompt_by_a_space_and_the_models_turn():
     for index, turn in turns.items():
         prompt = render_prompt(messages[:index], functions=[GET_TIME])
         assert prompt + " " + turn == render_prompt(messages[: index + 1], functions=[GET_TIME], add_generation_prompt=False)
+
+
+def test_text_no_tokenizer_can_encode_is_refused_naming_the_field():
+    """A lone surrogate (JSON's "\\ud800") cannot be UTF-8 encoded: the runtimes failed on it."""
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "user", "content": [{"type": "text", "text": "ok"}, {"type": "text", "text": "\ud800"}]}]
+    with pytest.raises(PromptError) as error:
+        render_prompt(messages)
+    assert error.value.field == "messages[1].content[1].text"
+    assert render_prompt([{"role": "user", "content": "Zürich 😀"}]).count("Zürich 😀") == 1
