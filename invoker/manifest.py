@@ -7,6 +7,7 @@ the model card and publish read nothing else. See docs/MANIFEST.md for each fiel
 from __future__ import annotations
 
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ MANIFEST_NAME = "manifest.json"
 FORMATS = ("fp16", "gguf", "gptq", "awq")
 REQUIRED_KEYS = ("format", "variant", "source", "calibration", "tools", "files", "eval", "bench", "verified", "gate")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ManifestError(ValueError):
@@ -52,10 +54,64 @@ def validate_manifest(manifest: dict) -> list[str]:
     for key in ("source", "calibration", "tools", "files", "eval", "bench", "gate"):
         if key in manifest and not isinstance(manifest[key], dict):
             problems.append(f"{key}: must be an object")
-    for name, entry in (manifest.get("files") or {}).items():
-        if not isinstance(entry, dict) or not {"sha256", "bytes"} <= set(entry):
+    files = manifest.get("files")
+    for name, entry in (files.items() if isinstance(files, dict) else ()):
+        name_problem = file_name_problem(name)
+        if name_problem:
+            problems.append(f"files.{json.dumps(name)}: {name_problem}")
+        elif not isinstance(entry, dict) or not {"sha256", "bytes"} <= set(entry):
             problems.append(f"files.{name}: needs sha256 and bytes")
+        elif not isinstance(entry["sha256"], str) or not SHA256.match(entry["sha256"]):
+            problems.append(f"files.{name}.sha256: must be 64 lowercase hex digits, got {entry['sha256']!r}")
+        elif isinstance(entry["bytes"], bool) or not isinstance(entry["bytes"], int) or entry["bytes"] < 0:
+            problems.append(f"files.{name}.bytes: must be a non-negative integer, got {entry['bytes']!r}")
     return problems
+
+
+def file_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a plain relative file name inside a variant dir (``model.safetensors``,
+    ``sub/tokenizer.json``), or None. Absolute paths, ``..``, ``.``, empty parts and backslashes are refused:
+    a manifest names files of its own dir, nothing else."""
+    if not isinstance(name, str) or not name:
+        return "a file name must be a non-empty string"
+    if "\\" in name or "\0" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "must be a plain relative file name inside the variant dir (no absolute path, drive or backslash)"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "must be a plain relative file name inside the variant dir (no '..', '.' or empty parts)"
+    return None
+
+
+def verify_files(path: str | Path) -> list[str]:
+    """What no longer matches the manifest beside a model: ``path`` is a variant dir with ``manifest.json``
+    (every file it lists), or a file in one (that file). Each problem names the file; ``[]`` when all
+    match or there is no manifest. Reads every listed file once (sha256)."""
+    path = Path(path)
+    variant_dir = path.parent if path.is_file() else path
+    if not (variant_dir / MANIFEST_NAME).is_file():
+        return []
+    files = read_manifest(variant_dir)["files"]
+    if path.is_file():
+        files = {name: entry for name, entry in files.items() if (variant_dir / name).resolve() == path.resolve()}
+    problems = []
+    for name, entry in sorted(files.items()):
+        file = variant_dir / name
+        if not file.is_file():
+            problems.append(f"{file}: listed in {variant_dir / MANIFEST_NAME} but missing")
+        elif file.stat().st_size != entry["bytes"]:
+            problems.append(f"{file}: {file.stat().st_size} bytes, but its manifest says {entry['bytes']}")
+        elif sha256_file(file) != entry["sha256"]:
+            problems.append(f"{file}: sha256 differs from its manifest (changed since it was written)")
+    return problems
+
+
+def check_artifact(path: str | Path, *, refuse: bool, warn) -> None:
+    """Before eval or serve load ``path``: files that no longer match their manifest (``verify_files``) are
+    a ``ManifestError`` with ``refuse`` (``--verify``), else each is passed to ``warn``."""
+    problems = verify_files(path)
+    if problems and refuse:
+        raise ManifestError("; ".join(problems) + " (--verify refuses to load it; rerun the pipeline to rebuild it)")
+    for problem in problems:
+        warn(f"{problem}; loading it anyway (--verify refuses)")
 
 
 def write_manifest(variant_dir: str | Path, manifest: dict) -> Path:

@@ -6,8 +6,9 @@ Reads nothing but the pipeline's output dir (``out/<model>/``): each variant's `
 1. ``load_release``: every variant dir with a manifest; unverified ones are refused with the gate's reason.
 2. ``plan_repos``: ``<ns>/<model>-GPTQ``, ``-AWQ`` (variant ``4bit-g128``; any other variant gets
    ``-GPTQ-<variant>``) and ``<ns>/<model>-GGUF`` with every GGUF file, one Modelfile per quant.
-3. ``write_bundle``: the exact folders to upload (files hard-linked, card, plot, manifests) and
-   ``release.json``; every variant file's sha256 checked against its manifest on the way.
+3. ``write_bundle``: the exact folders to upload (files copied — hard-linked only in the upload's own
+   temporary bundle —, card, plot, manifests) and ``release.json``; every variant file's sha256 checked
+   against its manifest on the way. It deletes nothing it did not write (docs/PUBLISH.md, "Safety rules").
 4. ``upload_bundle`` (not with ``--dry-run``): per repo ``create_repo(exist_ok=True)``, compare with
    the remote's files (LFS sha256 / git blob id), re-check every sha256, one ``create_commit`` with
    only the changed files — none when nothing changed — then check the remote holds exactly our hashes.
@@ -29,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from invoker.files import sha256_file, write_json_atomic, write_text_atomic
-from invoker.manifest import MANIFEST_NAME, read_manifest
+from invoker.manifest import MANIFEST_NAME, file_name_problem, read_manifest
 
 REPO_SUFFIX = {"gptq": "GPTQ", "awq": "AWQ", "gguf": "GGUF"}
 DEFAULT_VARIANT = {"gptq": "4bit-g128", "awq": "4bit-g128"}  # the one that gets the plain <model>-GPTQ name
@@ -142,8 +143,11 @@ def repo_files(*, plan: RepoPlan) -> list[RepoFile]:
             if name in GENERATED or name.startswith("manifests/"):
                 continue  # the card, the plot and the manifests are written for the repo
             path_in_repo = repo_path(fmt=plan.format, variant=variant.manifest["variant"], name=name)
-            new = RepoFile(path_in_repo=path_in_repo, source=variant.path / name, sha256=entry["sha256"],
-                           bytes=entry["bytes"])
+            source = variant.path / name
+            if not source.resolve().is_relative_to(variant.path.resolve()):
+                raise PublishError(f"{variant.path / MANIFEST_NAME}: files.{json.dumps(name)}: resolves outside "
+                                   f"{variant.path} (a symlink?); not publishing it")
+            new = RepoFile(path_in_repo=path_in_repo, source=source, sha256=entry["sha256"], bytes=entry["bytes"])
             old = files.get(path_in_repo)
             if old is not None and old.sha256 != new.sha256:
                 raise PublishError(f"{plan.repo_id}: {path_in_repo} differs between {old.source} and {new.source}")
@@ -167,50 +171,143 @@ def repo_path(*, fmt: str, variant: str, name: str) -> str:
 # --- the bundle: exactly what would be uploaded -------------------------------------------------
 
 
-def write_bundle(*, release: Release, plans: list[RepoPlan], dest: str | Path, base_model: str, license_id: str) -> dict:
-    """Write one folder per repo into ``dest`` (files hard-linked or copied) plus ``release.json``; return it."""
+def write_bundle(*, release: Release, plans: list[RepoPlan], dest: str | Path, base_model: str, license_id: str,
+                 hard_link: bool = False) -> dict:
+    """Write one folder per repo into ``dest`` plus ``release.json``; return it.
+
+    Files are copied (``hard_link``: hard-linked, for the upload's own temporary bundle that nothing else
+    sees). The folders are built in a dot-named staging dir inside ``dest`` and moved into place only when
+    all are complete; a failure leaves ``dest`` as it was. What an earlier bundle in ``dest`` wrote (its
+    ``release.json``, validated first) is replaced only when it still holds exactly the files that
+    ``release.json`` lists; nothing else in ``dest`` is ever deleted or overwritten."""
     from pipelines.card import render_card
 
     dest = Path(dest)
+    created = [path for path in (dest, *dest.parents) if not path.exists()]  # innermost first
     dest.mkdir(parents=True, exist_ok=True)
-    remove_previous_bundle(dest)
-    entries = []
-    for plan in plans:
-        folder = dest / plan.repo_id.split("/")[1]
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir()
-        check_files(files=plan.files)
-        for item in plan.files:
-            link_or_copy(source=item.source, target=folder / item.path_in_repo)
-        if release.plot is not None:
-            shutil.copyfile(release.plot, folder / PLOT_NAME)
-        card = render_card(release=release, plan=plan, plans=plans, base_model=base_model, license_id=license_id)
-        write_text_atomic(folder / "README.md", card)
-        entries.append({
-            "repo_id": plan.repo_id,
-            "folder": folder.name,
-            "format": plan.format,
-            "variants": [v.name for v in plan.variants],
-            "commit_message": commit_message(release=release, plan=plan),
-            "files": describe_folder(folder),
-        })
-    release_json = {"model": release.model, "base_model": base_model, "license": license_id,
-                    "pipeline": f"invoker-pack {pipeline_version()}", "repos": entries}
-    write_json_atomic(dest / RELEASE_NAME, release_json)
-    return release_json
+    staging = None
+    try:
+        previous = previous_bundle(dest)
+        names = [plan.repo_id.split("/")[1] for plan in plans]
+        for name in names:
+            if (dest / name).exists() or (dest / name).is_symlink():
+                if name not in previous:
+                    raise PublishError(f"{dest / name}: already exists and no {dest / RELEASE_NAME} of an earlier "
+                                       "publish lists it; not overwriting it (move it, or pick another --dry-run DIR)")
+        for name, files in previous.items():
+            check_previous_folder(dest / name, files=files)
+        staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=dest))
+        entries = []
+        for plan, name in zip(plans, names):
+            folder = staging / name
+            folder.mkdir()
+            check_files(files=plan.files)
+            for item in plan.files:
+                place_file(source=item.source, target=folder / item.path_in_repo, hard_link=hard_link)
+            if release.plot is not None:
+                shutil.copyfile(release.plot, folder / PLOT_NAME)
+            card = render_card(release=release, plan=plan, plans=plans, base_model=base_model, license_id=license_id)
+            write_text_atomic(folder / "README.md", card)
+            entries.append({
+                "repo_id": plan.repo_id,
+                "folder": name,
+                "format": plan.format,
+                "variants": [v.name for v in plan.variants],
+                "commit_message": commit_message(release=release, plan=plan),
+                "files": describe_folder(folder),
+            })
+        release_json = {"model": release.model, "base_model": base_model, "license": license_id,
+                        "pipeline": f"invoker-pack {pipeline_version()}", "repos": entries}
+        for name, files in previous.items():
+            remove_previous_folder(dest / name, files=files)
+        for name in names:
+            (staging / name).rename(dest / name)
+        write_json_atomic(dest / RELEASE_NAME, release_json)  # replaces the earlier one
+        return release_json
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # this run's own staging dir
+        for path in created:  # made by this run and left empty by a failure
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
-def remove_previous_bundle(dest: Path) -> None:
-    """Remove the repo folders an earlier bundle in ``dest`` listed, so ``dest`` holds only this release."""
-    previous = dest / RELEASE_NAME
-    if not previous.is_file():
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def previous_bundle(dest: Path) -> dict[str, dict]:
+    """``{folder: files}`` an earlier bundle's ``release.json`` in ``dest`` lists, validated before anything
+    acts on it: folders are plain names in ``dest``, files plain relative names with a size."""
+    path = dest / RELEASE_NAME
+    if not path.exists() and not path.is_symlink():
+        return {}
+    if path.is_symlink() or not path.is_file():
+        raise PublishError(f"{path}: not a regular file; not touching anything in {dest}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PublishError(f"{path}: not readable JSON ({err}); not touching anything in {dest}") from None
+    repos = data.get("repos") if isinstance(data, dict) else None
+    if not isinstance(repos, list):
+        raise PublishError(f"{path}: repos: must be a list; not touching anything in {dest}")
+    folders: dict[str, dict] = {}
+    for index, entry in enumerate(repos):
+        where = f"{path}: repos[{index}]"
+        folder = entry.get("folder") if isinstance(entry, dict) else None
+        if not isinstance(folder, str) or not FOLDER_NAME.match(folder):
+            raise PublishError(f"{where}.folder: {folder!r} is not a folder name publish writes (a plain name "
+                               f"inside {dest}); not touching anything in {dest}")
+        files = entry.get("files")
+        if not isinstance(files, dict):
+            raise PublishError(f"{where}.files: must be an object; not touching anything in {dest}")
+        for name, described in files.items():
+            problem = file_name_problem(name)
+            size = described.get("bytes") if isinstance(described, dict) else None
+            if problem or isinstance(size, bool) or not isinstance(size, int):
+                raise PublishError(f"{where}.files.{json.dumps(name)}: {problem or 'needs an integer bytes'}; "
+                                   f"not touching anything in {dest}")
+        if folder in folders:
+            raise PublishError(f"{where}.folder: {folder!r} is listed twice; not touching anything in {dest}")
+        folders[folder] = files
+    return folders
+
+
+def check_previous_folder(folder: Path, *, files: dict[str, dict]) -> None:
+    """An earlier bundle's folder may be replaced only if it holds exactly what its release.json lists
+    (names and sizes, no symlinks, nothing added): otherwise it is not publish's to delete."""
+    if not folder.exists() and not folder.is_symlink():
         return
-    for entry in json.loads(previous.read_text(encoding="utf-8")).get("repos", []):
-        folder = dest / Path(str(entry.get("folder", ""))).name
-        if folder != dest and folder.is_dir():
-            shutil.rmtree(folder)
-    previous.unlink()
+    if folder.is_symlink() or not folder.is_dir():
+        raise PublishError(f"{folder}: not a folder an earlier publish wrote (a symlink or a file); not deleting it")
+    found, dirs = {}, set()
+    for root, subdirs, names in os.walk(folder):
+        for name in subdirs + names:
+            path = Path(root) / name
+            relative = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                raise PublishError(f"{path}: a symlink an earlier publish did not write; not deleting {folder}")
+            if name in subdirs:
+                dirs.add(relative)
+            else:
+                found[relative] = path.stat().st_size
+    expected_dirs = {"/".join(name.split("/")[:depth]) for name in files for depth in range(1, name.count("/") + 1)}
+    extra = sorted(set(found) - set(files)) + sorted(dirs - expected_dirs)
+    changed = sorted(name for name in set(found) & set(files) if found[name] != files[name]["bytes"])
+    if extra or changed:
+        what = (f"holds files the earlier release did not write ({', '.join(extra[:5])})" if extra
+                else f"has files changed since the earlier release wrote them ({', '.join(changed[:5])})")
+        raise PublishError(f"{folder}: {what}; not deleting it — move it away or pick another --dry-run DIR")
+
+
+def remove_previous_folder(folder: Path, *, files: dict[str, dict]) -> None:
+    """Delete exactly the files an earlier bundle listed (checked by ``check_previous_folder``), then the
+    folders they leave empty."""
+    if not folder.is_dir():
+        return
+    for name in files:
+        (folder / name).unlink(missing_ok=True)
+    for root, _, _ in sorted(os.walk(folder), key=lambda walked: -len(walked[0])):
+        Path(root).rmdir()
 
 
 def check_files(*, files: list[RepoFile]) -> None:
@@ -228,12 +325,16 @@ def check_files(*, files: list[RepoFile]) -> None:
             bar.update(item.bytes)
 
 
-def link_or_copy(*, source: Path, target: Path) -> None:
+def place_file(*, source: Path, target: Path, hard_link: bool) -> None:
+    """Copy ``source`` to ``target`` — or hard-link it (``hard_link``; copied across file systems)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+    if hard_link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
 
 
 def describe_folder(folder: Path) -> dict[str, dict]:
@@ -412,7 +513,7 @@ def publish(*, out_dir: str | Path, namespace: str, dry_run: str | Path | None =
     staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=release.out_dir))
     try:
         release_json = write_bundle(release=release, plans=plans, dest=staging, base_model=base_model,
-                                    license_id=license_id)
+                                    license_id=license_id, hard_link=True)
         results = upload_bundle(bundle_dir=staging, release_json=release_json, plans=plans, private=private,
                                 description=description, endpoint=endpoint, token=token, log=log, warn=warn)
     finally:

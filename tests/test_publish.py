@@ -233,3 +233,108 @@ def test_a_variants_own_readme_is_replaced_by_the_card_and_left_untouched(out_di
     publish(out_dir=out_dir, namespace="test", dry_run=tmp_path / "rel", log=lambda _: None, warn=lambda _: None)
     assert (variant / "README.md").read_text() == "the source's card\n"
     assert (tmp_path / "rel" / "tiny-invoker-GPTQ" / "README.md").read_text().startswith("---\nbase_model:")
+
+
+# --- publish stays inside its folders (issue 12) ------------------------------------------------
+
+
+def rewrite_manifest(variant: Path, change) -> None:
+    path = variant / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("name", ["../../secretdir/token.txt", "/etc/hostname", "sub/../../x", "./Modelfile", "a//b", "c:\\x"])
+def test_a_manifest_file_name_outside_the_variant_dir_is_refused_naming_manifest_and_key(out_dir, tmp_path, no_network,
+                                                                                         capsys, name):
+    secret = tmp_path / "secretdir" / "token.txt"
+    secret.parent.mkdir()
+    secret.write_text("hf_secret\n")
+    variant = out_dir / "gguf-Q8_0"
+    rewrite_manifest(variant, lambda m: m["files"].update({name: {"sha256": sha256_file(secret), "bytes": secret.stat().st_size}}))
+    dest = tmp_path / "release"
+    assert main(["publish", str(out_dir), "--namespace", "test", "--dry-run", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert f"{variant / 'manifest.json'}: files.{json.dumps(name)}: must be a plain relative file name" in err
+    assert not dest.exists()
+    assert not [p for p in tmp_path.rglob("token.txt") if p != secret]
+
+
+def test_a_symlink_out_of_the_variant_dir_is_refused(out_dir, tmp_path, no_network):
+    secret = tmp_path / "token.txt"
+    secret.write_text("hf_secret\n")
+    variant = out_dir / "gguf-Q8_0"
+    (variant / "notes.txt").symlink_to(secret)
+    rewrite_manifest(variant, lambda m: m["files"].update({"notes.txt": {"sha256": sha256_file(secret), "bytes": secret.stat().st_size}}))
+    with pytest.raises(PublishError, match=r"files\.\"notes\.txt\": resolves outside"):
+        publish(out_dir=out_dir, namespace="test", dry_run=tmp_path / "rel", log=lambda _: None, warn=lambda _: None)
+    assert not (tmp_path / "rel").exists()
+
+
+@pytest.mark.parametrize("folder", ["..", ".", "", "../sibling", "/tmp", "a/b", ".publish-x"])
+def test_a_hostile_release_json_is_refused_before_anything_is_deleted(out_dir, tmp_path, no_network, folder):
+    root = tmp_path / "root"
+    dest, sibling = root / "dest", root / "sibling"
+    sibling.mkdir(parents=True)
+    (sibling / "sentinel").write_text("keep me")
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep me too")
+    (dest / "release.json").write_text(json.dumps({"repos": [{"folder": folder, "files": {}}]}))
+    with pytest.raises(PublishError, match=r"release\.json: repos\[0\]\.folder: .* not touching anything"):
+        publish(out_dir=out_dir, namespace="test", dry_run=dest, log=lambda _: None, warn=lambda _: None)
+    assert (sibling / "sentinel").read_text() == "keep me" and (dest / "mine.txt").read_text() == "keep me too"
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt", "release.json"]
+
+
+def test_folders_publish_did_not_write_are_never_deleted_or_overwritten(out_dir, tmp_path, no_network):
+    dest = tmp_path / "release"
+    (dest / "tiny-invoker-GGUF").mkdir(parents=True)
+    (dest / "tiny-invoker-GGUF" / "my-notes.md").write_text("mine")
+    with pytest.raises(PublishError, match="no .*release.json of an earlier publish lists it; not overwriting it"):
+        publish(out_dir=out_dir, namespace="test", dry_run=dest, log=lambda _: None, warn=lambda _: None)
+    assert (dest / "tiny-invoker-GGUF" / "my-notes.md").read_text() == "mine"
+    assert sorted(p.name for p in dest.iterdir()) == ["tiny-invoker-GGUF"]  # no staging dir, no release.json left
+    (dest / "tiny-invoker-GGUF" / "my-notes.md").unlink()
+    (dest / "tiny-invoker-GGUF").rmdir()
+    publish(out_dir=out_dir, namespace="test", dry_run=dest, log=lambda _: None, warn=lambda _: None)
+    (dest / "tiny-invoker-GGUF" / "added-by-hand.txt").write_text("mine")  # inside an earlier bundle's folder
+    with pytest.raises(PublishError, match="holds files the earlier release did not write .*added-by-hand.txt"):
+        publish(out_dir=out_dir, namespace="test", dry_run=dest, log=lambda _: None, warn=lambda _: None)
+    assert (dest / "tiny-invoker-GGUF" / "added-by-hand.txt").read_text() == "mine"
+    assert (dest / "tiny-invoker-GGUF" / "tiny-invoker-Q8_0.gguf").is_file()
+
+
+def test_manifest_sizes_must_be_integers(out_dir, tmp_path, no_network, capsys):
+    variant = out_dir / "gguf-Q8_0"
+    rewrite_manifest(variant, lambda m: m["files"]["tiny-invoker-Q8_0.gguf"].update(bytes="5959744"))
+    assert main(["publish", str(out_dir), "--namespace", "test", "--dry-run", str(tmp_path / "rel")]) == 2
+    err = capsys.readouterr().err
+    assert f"{variant / 'manifest.json'}: files.tiny-invoker-Q8_0.gguf.bytes: must be a non-negative integer, got '5959744'" in err
+    assert "Traceback" not in err
+
+
+def test_the_dry_run_bundle_is_a_copy_so_damage_to_it_does_not_reach_the_artifacts(out_dir, tmp_path, no_network):
+    dest = tmp_path / "release"
+    publish(out_dir=out_dir, namespace="test", dry_run=dest, log=lambda _: None, warn=lambda _: None)
+    artifact = out_dir / "gguf-Q4_K_M" / "tiny-invoker-Q4_K_M.gguf"
+    bundled = dest / "tiny-invoker-GGUF" / "tiny-invoker-Q4_K_M.gguf"
+    before = artifact.read_bytes()
+    assert bundled.read_bytes() == before and artifact.stat().st_nlink == 1
+    with bundled.open("r+b") as handle:
+        handle.write(b"XXXX")
+    assert artifact.read_bytes() == before
+
+
+def test_a_failed_publish_leaves_no_bundle_behind(out_dir, tmp_path, no_network):
+    weights = out_dir / "gptq-4bit-g128" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")  # the GPTQ repo, built second, fails its check
+    dest = tmp_path / "new" / "release"
+    with pytest.raises(PublishError, match="changed since its manifest was written"):
+        publish(out_dir=out_dir, namespace="test", dry_run=dest, log=lambda _: None, warn=lambda _: None)
+    assert not (tmp_path / "new").exists()  # the folders this run made, gone again
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(PublishError):
+        publish(out_dir=out_dir, namespace="test", dry_run=existing, log=lambda _: None, warn=lambda _: None)
+    assert list(existing.iterdir()) == []
