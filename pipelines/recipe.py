@@ -248,8 +248,7 @@ def parse_eval(table: dict) -> EvalSettings:
     if not isinstance(suites, list) or not suites or not all(isinstance(s, str) and s for s in suites):
         raise RecipeError("eval.suites: must be a non-empty list of suite names (e.g. [\"synthetic\"])")
     for index, suite in enumerate(suites):
-        if not (suite == "synthetic" or suite.startswith(("jsonl:", "bfcl:"))):
-            raise RecipeError(f"eval.suites[{index}]: unknown suite {suite!r}; valid: synthetic, jsonl:PATH, bfcl:<category>")
+        check_suite(suite, key=f"eval.suites[{index}]")
     limit = table.get("limit")
     if limit is not None:
         _int_at_least(limit, key="eval.limit", minimum=1)
@@ -258,6 +257,28 @@ def parse_eval(table: dict) -> EvalSettings:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"eval.seed: must be an integer, got {seed!r}")
     return EvalSettings(suites=tuple(suites), limit=limit, max_tokens=max_tokens, seed=seed)
+
+
+def check_suite(suite: str, *, key: str) -> None:
+    """A suite the eval stage can load, checked now rather than after the conversions: a known name, a
+    ``jsonl:`` file that exists, a BFCL category whose data file is found."""
+    if suite == "synthetic":
+        return
+    if suite.startswith("jsonl:"):
+        path = Path(suite[len("jsonl:") :])
+        if not suite[len("jsonl:") :] or not path.is_file():
+            raise RecipeError(f"{key}: {suite!r}: no such file {str(path)!r} (jsonl:PATH names a JSONL file of cases)")
+        return
+    if suite.startswith("bfcl:"):
+        from pipelines.bfcl import BfclDataError, find_data_file, package_data_dir, parse_suite_name
+
+        try:
+            category, data_dir = parse_suite_name(suite)
+            find_data_file(category, data_dir=data_dir or package_data_dir())
+        except BfclDataError as err:
+            raise RecipeError(f"{key}: {err}") from None
+        return
+    raise RecipeError(f"{key}: unknown suite {suite!r}; valid: synthetic, jsonl:PATH, bfcl:<category>")
 
 
 def parse_bench(table: dict) -> BenchSettings:

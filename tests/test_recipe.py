@@ -127,3 +127,24 @@ def test_the_cli_refuses_a_bad_recipe_in_one_line_before_creating_anything(tmp_p
     assert error.startswith("invoker-pack quantize: error: ") and "variants[2]: unknown GGUF variant 'Q9'" in error
     assert error.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("suites", "message"), [
+    ('["synthetic", "bfcl:typo"]', "eval.suites[1]: unknown BFCL suite 'bfcl:typo'"),
+    ('["jsonl:{missing}"]', "eval.suites[0]: 'jsonl:{missing}': no such file"),
+    ('["jsonl:"]', "eval.suites[0]: 'jsonl:': no such file"),
+    ('["bfcl:simple@{missing}"]', "eval.suites[0]: {missing}: no such directory"),
+])
+def test_a_suite_that_cannot_load_is_refused_up_front_naming_its_entry(tmp_path, model_dir, suites, message):
+    """Before, these passed validation and the run failed at the eval stage, after every conversion."""
+    missing = tmp_path / "nowhere" / "cases.jsonl"
+    body = f"[eval]\nsuites = {suites.format(missing=missing)}\n"
+    with pytest.raises(RecipeError, match=re.escape(message.format(missing=missing))):
+        load_recipe(write_recipe(tmp_path, model_dir, body))
+
+
+def test_suites_that_exist_are_accepted(tmp_path, model_dir):
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("")
+    recipe = load_recipe(write_recipe(tmp_path, model_dir, f'[eval]\nsuites = ["synthetic", "jsonl:{cases}", "bfcl:simple"]\n'))
+    assert recipe.eval.suites == ("synthetic", f"jsonl:{cases}", "bfcl:simple")
