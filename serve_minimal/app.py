@@ -19,11 +19,11 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from invoker.runtimes import Chunk, Runtime
 from serve_minimal.completion import AnswerBuilder, CompletionPlan, completion_id, log_answer, plan_completion
-from serve_minimal.errors import APIError, bad_request, error_body, install_error_handlers
+from serve_minimal.errors import APIError, SafeJSONResponse, bad_request, error_body, install_error_handlers
 from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit
 from serve_minimal.metrics import RequestCounter, ServerMetrics
 from serve_minimal.schemas import (
@@ -145,7 +145,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, server
         return StreamingResponse(stream_answer(run=run, builder=builder), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        return JSONResponse(await collect_answer(run=run, builder=builder))
+        return SafeJSONResponse(await collect_answer(run=run, builder=builder))
     finally:
         run.close()
 
@@ -254,7 +254,8 @@ async def collect_answer(*, run: GenerationRun, builder: AnswerBuilder) -> dict:
     builder.start()
     async for chunk in run.chunks():
         builder.feed(chunk.text)
-    _, answer = builder.finish(finish_reason=run.finish_reason())
+    # Validating the call's arguments against the client's schema: off the loop, like every validation.
+    _, answer = await asyncio.to_thread(builder.finish, finish_reason=run.finish_reason())
     log_answer(request_id=run.id, plan=run.plan, answer=answer)
     _count_answer(run, answer)
     run.record(finish_reason=answer.finish_reason)
@@ -289,7 +290,7 @@ async def stream_answer(*, run: GenerationRun, builder: AnswerBuilder) -> AsyncI
         async for chunk in run.chunks():
             for delta in builder.feed(chunk.text):
                 yield event(delta)
-        deltas, answer = builder.finish(finish_reason=run.finish_reason())
+        deltas, answer = await asyncio.to_thread(builder.finish, finish_reason=run.finish_reason())
         for delta in deltas:
             yield event(delta)
         log_answer(request_id=run.id, plan=run.plan, answer=answer)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from invoker.constrain import ConstraintError, answer_grammar, answer_prefill
 from invoker.functions import FunctionSchemaError, functions_from_tools, validate_arguments, validate_functions
+from invoker.json_values import JSONValueError, check_json_value
 from invoker.prompt import PromptError, render_prompt
 from invoker.runtimes import GenerationParams, Runtime
 from invoker.stream_parse import ArgumentsDelta, CallStart, ContentDelta, StreamParser
@@ -46,6 +47,7 @@ class CompletionPlan:
 
 def plan_completion(request: ChatCompletionRequest, *, runtime: Runtime, constrained: bool) -> CompletionPlan:
     """Check ``request`` and build its plan; every problem is an ``APIError`` (400) naming the field."""
+    check_values(request)
     check_supported(request)
     functions, style = offered_functions(request)
     choice, name = tool_choice(request, functions=functions, style=style)
@@ -73,6 +75,15 @@ def plan_completion(request: ChatCompletionRequest, *, runtime: Runtime, constra
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
         unenforced=unenforced,
     )
+
+
+def check_values(request: ChatCompletionRequest) -> None:
+    """Every string and key of the request is valid Unicode (no lone surrogate, which no tokenizer can
+    encode), every number finite, nothing nested over ``MAX_JSON_DEPTH`` levels — before any of it is used."""
+    try:
+        check_json_value(request.model_dump(exclude_unset=True), field="")
+    except JSONValueError as err:
+        raise bad_request(str(err), param=err.field, code="invalid_value") from None
 
 
 def check_supported(request: ChatCompletionRequest) -> None:
@@ -263,6 +274,8 @@ class AnswerBuilder:
             arguments = json.loads(answer.call_arguments or "")
         except json.JSONDecodeError as err:
             return [f"arguments: not valid JSON ({err})"]
+        except RecursionError:
+            return ["arguments: nested too deeply to parse"]
         return validate_arguments(arguments, function=function)
 
     def _deltas(self, events) -> list[dict]:

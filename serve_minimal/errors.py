@@ -8,13 +8,17 @@ that carries no traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from invoker.json_values import MAX_JSON_DEPTH
 
 logger = logging.getLogger("serve_minimal")
 
@@ -52,9 +56,25 @@ def error_body(*, message: str, type: str, param: str | None = None, code: str |
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+class SafeJSONResponse(JSONResponse):
+    """A JSON response that cannot fail to encode: text holding a lone surrogate (a model can write the
+    escape ``\\ud800``; an error can quote a field) is sent with ``\\uXXXX`` escapes, which is still valid JSON."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
+
+
+def json_bytes(content: Any) -> bytes:
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(error: APIError) -> JSONResponse:
     body = error_body(message=error.message, type=error.type, param=error.param, code=error.code)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    return SafeJSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -73,6 +93,8 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
 
 
 async def _on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not parse the body
+        return error_response(body_parse_error(error.__cause__))
     codes = {404: "not_found", 405: "method_not_allowed"}
     message = f"{request.method} {request.url.path}: {error.detail}"
     headers = dict(error.headers or {})  # e.g. the Allow header of a 405
@@ -84,15 +106,30 @@ async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
     return error_response(APIError(500, "internal server error (see the server log)", type="server_error", code="internal_error"))
 
 
+def body_parse_error(cause: BaseException) -> APIError:
+    """The body could not be decoded at all: nested too deep for the parser, not UTF-8, a number too long."""
+    if isinstance(cause, RecursionError):
+        message = f"the request body is nested too deeply to parse (at most {MAX_JSON_DEPTH} levels are accepted)"
+    else:
+        message = f"the request body is not valid JSON ({type(cause).__name__}: {str(cause)[:200]})"
+    return bad_request(message, code="invalid_json")
+
+
 def validation_error(errors: list[dict]) -> APIError:
     """FastAPI/pydantic errors -> one 400 naming the bad field. Of a union's errors (one per member) the
-    deepest is the telling one: content [{"type": "image_url"}] fails at content[0].type, not "not a string"."""
-    first = max(errors, key=lambda error: len(error.get("loc", ()))) if errors else {"loc": (), "msg": "invalid request"}
+    deepest is the telling one: content [{"type": "image_url"}] fails at content[0].type, not "not a string";
+    of equally deep ones, a broken limit beats a type mismatch: 100 stop strings are "at most 4 items",
+    not "not a string"."""
+    first = max(errors, key=_telling) if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         return bad_request(f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}", code="invalid_json")
     param = field_path(first.get("loc", ()))
     where = f"{param}: " if param else "request body: "
     return bad_request(where + first.get("msg", "invalid value"), param=param, code="invalid_value")
+
+
+def _telling(error: dict) -> tuple[int, bool]:
+    return len(error.get("loc", ())), not str(error.get("type", "")).endswith("_type")
 
 
 def field_path(loc: tuple | list) -> str | None:

@@ -87,8 +87,14 @@ class GenerationThread:
 
 
 def sse(data: dict) -> str:
-    """One Server-Sent Event carrying a JSON object."""
-    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    """One Server-Sent Event carrying a JSON object (with ``\\uXXXX`` escapes when it holds a lone surrogate,
+    which UTF-8 cannot carry: a model can write the escape ``\\ud800``)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return f"data: {text}\n\n"
 
 
 def chunk_payload(*, completion_id: str, created: int, model: str, delta: dict, finish_reason: str | None = None) -> dict:

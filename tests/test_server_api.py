@@ -387,3 +387,136 @@ def test_metrics_count_requests_tokens_and_latency():
     assert "invoker_completion_tokens_total 22.0" in text  # 66 characters in chunks of 3
     assert 'invoker_completions_total{finish_reason="stop"} 1.0' in text
     assert "invoker_request_duration_seconds_count 1.0" in text
+
+
+# --- hostile input is a 400 naming the field, before any generation (issue 12) --------------------------
+
+
+def tool_with(parameters: dict, name: str = "get_time") -> list[dict]:
+    return [{"type": "function", "function": {"name": name, "parameters": {"type": "object", **parameters}}}]
+
+
+FORCED = {"type": "function", "function": {"name": "get_time"}}
+CALLED = [{"role": "assistant", "content": None,
+           "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]}]
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": [{"role": "user", "content": "time in \ud800?"}]}, "messages[0].content"),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "description": "a\udfffb"}}]},
+     "tools[0].function.description"),
+    ({"messages": USER + CALLED + [{"role": "tool", "tool_call_id": "call_1", "content": "\ud83d"}]}, "messages[2].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "ok"}, {"type": "text", "text": "\udc00"}]}]},
+     "messages[0].content[1].text"),
+    ({"messages": USER, "tools": tool_with({"properties": {"ci\ud800ty": {"type": "string"}}})},
+     "tools[0].function.parameters.properties.ci\\ud800ty"),
+    ({"messages": USER, "tools": tool_with({"properties": {"unit": {"enum": ["c", "\ud800"]}}})},
+     "tools[0].function.parameters.properties.unit.enum[1]"),
+    ({"messages": USER, "functions": [{"name": "f", "parameters": {"type": "object", "properties": {"u": {"const": "\ud800"}}}}]},
+     "functions[0].parameters.properties.u.const"),
+    ({"messages": USER + [{"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{\"a\": \"\ud800\"}"}}]},
+     "messages[1].function_call.arguments"),
+    ({"messages": USER, "stop": ["\ud800"]}, "stop[0]"),
+])
+def test_lone_surrogates_are_a_400_naming_the_field_before_generation(body, param):
+    """No runtime can encode a lone surrogate (llama.cpp's UTF-8 encode and transformers' tokenizer raised,
+    a 500); the same text in ``stop`` was already a 400."""
+    runtime = ScriptedRuntime(text_output("x"))
+    response = client_for(runtime).post("/v1/chat/completions", content=json.dumps({"model": "m", **body}),
+                                        headers={"content-type": "application/json"})
+    error = assert_error(response, 400, param=param)
+    assert "surrogate" in error["message"] or "unicode" in error["message"]
+    assert runtime.calls == []
+
+
+def nest(keyword: str, levels: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(levels):
+        schema = {"anyOf": [schema]} if keyword == "anyOf" else {"type": "array", "items": schema} if keyword == "items" \
+            else {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+@pytest.mark.parametrize(("keyword", "levels"), [("anyOf", 50), ("properties", 100), ("items", 200)])
+def test_deeply_nested_schemas_are_a_400_naming_the_field_before_generation(keyword, levels):
+    runtime = ScriptedRuntime(text_output("x"))
+    response = post(client_for(runtime), {"messages": USER, "tools": tool_with({"properties": {"x": nest(keyword, levels)}})})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"].startswith("tools[0].function.parameters.properties.x.")
+    assert error["code"] in ("invalid_function", "invalid_value") and "levels deep" in error["message"]
+    assert runtime.calls == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_dangling_ref_with_a_forced_call_is_a_400_before_generation(stream):
+    runtime = ScriptedRuntime('{\\"location\\": \\"x\\"}"}}```')
+    body = {"messages": USER, "tools": tool_with({"properties": {"location": {"$ref": "#/$defs/nope"}}}),
+            "tool_choice": FORCED, "max_tokens": 300, "stream": stream}
+    error = assert_error(post(client_for(runtime), body), 400, param="tools[0].function.parameters.properties.location.$ref",
+                         code="invalid_function")
+    assert "'#/$defs/nope' does not resolve" in error["message"]
+    assert runtime.calls == []
+
+
+def test_too_many_stop_strings_say_the_limit():
+    error = assert_error(post(client_for(ScriptedRuntime(text_output("x"))), {"messages": USER, "stop": ["a"] * 100}),
+                         400, param="stop")
+    assert "at most 4" in error["message"] and "valid string" not in error["message"]
+
+
+def test_a_length_bound_no_grammar_can_hold_is_a_400_naming_it():
+    runtime = ScriptedRuntime(text_output("x"))
+    body = {"messages": USER, "tools": tool_with({"properties": {"location": {"type": "string", "minLength": 100000}}}),
+            "tool_choice": FORCED}
+    assert_error(post(client_for(runtime), body), 400, param="tools[0].function.parameters.properties.location.minLength",
+                 code="invalid_function", contains="1000")
+    assert runtime.calls == []
+    assert post(client_for(runtime), {**body, "constrained": False}).status_code == 200  # validated afterwards only
+
+
+@pytest.mark.parametrize(("where", "param"), [
+    (lambda deep: {"tools": tool_with({"properties": {"a": {"default": deep}}})}, "tools[0].function.parameters.properties.a.default[0]"),
+    (lambda deep: {"functions": [{"name": "f", "extra": deep}]}, "functions[0].extra[0]"),
+    (lambda deep: {"messages": USER + [{"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": {"a": deep}}}]},
+     "messages[1].function_call.arguments.a[0]"),
+])
+def test_json_nested_past_the_limit_is_a_400_naming_the_field(where, param):
+    """150 levels parse, but deepcopy, jsonschema and json.dumps recurse on them (500 deep was a 500)."""
+    runtime = ScriptedRuntime(text_output("x"))
+    body = {"messages": USER, **where(json.loads("[" * 500 + "]" * 500))}
+    error = post(client_for(runtime), body).json()["error"]
+    assert error["code"] == "invalid_value" and "nested more than 100 levels" in error["message"]
+    assert error["param"].startswith(param)
+    assert runtime.calls == []
+
+
+def test_ten_thousand_deep_json_is_invalid_json_with_a_code():
+    client = client_for(ScriptedRuntime(text_output("x")))
+    raw = '{"model": "m", "messages": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    error = assert_error(client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"}),
+                         400, code="invalid_json")
+    assert "nested too deeply" in error["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("arguments", ['{"location": "\\ud800"}', '{"location": ' + "[" * 3000 + "]" * 3000 + "}"])
+def test_model_output_with_a_lone_surrogate_escape_or_deep_arguments_is_answered(stream, arguments):
+    """What a model writes can be steered by the client: a \\ud800 escape in its JSON, or arguments nested
+    thousands deep, come back as written (\\u escapes in the JSON) — never a 500."""
+    from invoker.constrain import json_string_body
+
+    runtime = ScriptedRuntime(json_string_body(arguments) + '"}}```', chunk_chars=200)
+    client = TestClient(create_app(runtime=runtime, settings=ServerSettings(model_name="m")), raise_server_exceptions=False)
+    response = post(client, {"messages": USER, "tools": TOOLS, "tool_choice": FORCED, "constrained": False, "stream": stream})
+    assert response.status_code == 200, response.text
+    if stream:
+        assert '"server_error"' not in response.text and response.text.rstrip().endswith("data: [DONE]")
+        chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+        streamed = "".join(c["choices"][0]["delta"].get("tool_calls", [{}])[0].get("function", {}).get("arguments", "")
+                           for c in chunks if c["choices"])
+        assert streamed == json.loads(json.dumps(arguments))
+    else:
+        assert response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == arguments
+    invalid = "0.0" if "ud800" in arguments else "1.0"  # a lone surrogate is still a string; 3000 deep is not JSON here
+    assert f"invoker_schema_invalid_calls_total {invalid}" in client.get("/metrics").text

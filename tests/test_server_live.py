@@ -20,6 +20,7 @@ from serve_minimal.settings import ServerSettings
 from server_support import (
     GET_TIME,
     ScriptedRuntime,
+    SilentListener,
     assert_health_fast,
     call_output,
     live_server,
@@ -233,3 +234,101 @@ def test_concurrency_is_capped_by_what_the_runtime_can_run():
         responses = asyncio.run(_post_all(url, count=3))
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert runtime.max_active == 1
+
+
+# --- no outbound fetch, nothing blocking the loop (issue 12) ----------------------------------------
+
+
+def _probing_health(url: str, run) -> tuple[object, list[float]]:
+    """``run()`` while another thread sends ``GET /health`` every 20 ms; (its result, the probes' spans).
+
+    A span is the time from the end of one probe to the end of the next: it catches a blocked event loop
+    (a probe waits) and a thread holding the GIL (the prober itself cannot run), which a probe's own
+    duration misses when the stall falls between two probes."""
+    done = threading.Event()
+    ends: list[float] = []
+
+    def probe():
+        with httpx.Client(timeout=30) as client:
+            while not done.is_set():
+                assert client.get(url + "/health").status_code == 200
+                ends.append(time.perf_counter())
+                time.sleep(0.02)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        time.sleep(0.1)
+        result = run()
+        time.sleep(0.3)  # a late connection or a stall after the answer would still be seen
+    finally:
+        done.set()
+        prober.join()
+    return result, [later - earlier for earlier, later in zip(ends, ends[1:])]
+
+
+def test_a_remote_ref_is_refused_without_connecting_while_health_answers():
+    """A tool schema naming a URL (the listener accepts and never answers) with a forced call: a 400 naming
+    the field before any generation, no connection made, /health answering throughout."""
+    runtime = ScriptedRuntime(invoker_like)
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m"))
+    with SilentListener(hold=3.0) as listener, live_server(app) as url:
+        refs = [f"{listener.url}/evil.json", f"{listener.url}/s.json#/$defs/x", "//127.0.0.1:%d/x" % listener.port,
+                "evil.json", "file:///etc/passwd"]
+
+        def send_all():
+            answers = []
+            with httpx.Client(timeout=20) as client:
+                for ref in refs:
+                    for stream in (False, True):
+                        tool = {"type": "function", "function": {**GET_TIME, "parameters": {
+                            "type": "object", "properties": {"location": {"$ref": ref}}, "required": ["location"]}}}
+                        answers.append(client.post(url + "/v1/chat/completions", json={
+                            "model": "m", "messages": USER, "tools": [tool], "max_tokens": 300, "stream": stream,
+                            "tool_choice": {"type": "function", "function": {"name": "get_time"}}}))
+            return answers
+
+        answers, timings = _probing_health(url, send_all)
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == "tools[0].function.parameters.properties.location.$ref"
+        assert error["code"] == "invalid_function" and "never fetched" in error["message"]
+    assert listener.connections == []
+    assert runtime.calls == []  # refused before generation
+    assert len(timings) >= 5 and max(timings) < 1.0, timings
+
+
+def test_a_local_ref_is_followed_and_its_call_validated():
+    runtime = ScriptedRuntime(invoker_like)
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m"))
+    parameters = {"type": "object", "properties": {"location": {"$ref": "#/$defs/city"}, "format": {"type": "string"}},
+                  "required": ["location"], "$defs": {"city": {"type": "string", "minLength": 2}}}
+    with SilentListener() as listener, live_server(app) as url:
+        response = httpx.post(url + "/v1/chat/completions", timeout=20, json={
+            "model": "m", "messages": USER, "tools": [{"type": "function", "function": {**GET_TIME, "parameters": parameters}}],
+            "tool_choice": {"type": "function", "function": {"name": "get_time"}}})
+        metrics = httpx.get(url + "/metrics").text
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])["location"] == "Singapore"
+    assert "invoker_schema_invalid_calls_total 0.0" in metrics
+    assert listener.connections == []
+
+
+def test_a_catastrophic_pattern_does_not_stall_the_server():
+    """Argument validation against a client's ``pattern`` runs off the loop, without holding the GIL, and
+    gives up after its time budget: Python's re needs seconds for ^(a|a)*$ on 26 a's and a '!'."""
+    arguments = '{\\"location\\": \\"' + "a" * 26 + '!\\"}"}}```'
+    runtime = ScriptedRuntime(lambda prompt, params: arguments)
+    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m"))
+    tool = {"type": "function", "function": {**GET_TIME, "parameters": {
+        "type": "object", "properties": {"location": {"type": "string", "pattern": "^(a|a)*$"}}}}}
+    body = {"model": "m", "messages": USER, "tools": [tool], "constrained": False,
+            "tool_choice": {"type": "function", "function": {"name": "get_time"}}}
+    with live_server(app) as url:
+        response, timings = _probing_health(url, lambda: httpx.post(url + "/v1/chat/completions", json=body, timeout=60))
+        metrics = httpx.get(url + "/metrics").text
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert "invoker_schema_invalid_calls_total 1.0" in metrics  # not validated in time: counted, logged
+    assert len(timings) >= 5 and max(timings) < 1.0, timings
