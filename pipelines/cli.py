@@ -55,15 +55,20 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--details", type=Path, metavar="FILE", help="write each case's prediction and verdicts as JSONL")
     parser.add_argument("--constrained", action="store_true",
                         help="decode under the server's schema-constrained answer grammar (docs/SERVER.md)")
+    parser.add_argument("--verify", action="store_true",
+                        help="refuse to evaluate when a file differs from its manifest.json (default: warn)")
     parser.set_defaults(run=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from invoker.manifest import check_artifact
     from invoker.runtimes import GenerationParams, detect_format, load_runtime
     from pipelines.eval import evaluate, load_suite
 
     detect_format(args.path)  # a bad path fails before anything slow happens
     records = load_suite(args.suite, limit=args.limit, seed=args.seed)
+    check_artifact(args.path, refuse=args.verify,  # what is evaluated is what the manifest describes
+                   warn=lambda message: print(f"invoker-pack eval: warning: {message}", file=sys.stderr))
     runtime = load_runtime(args.path, device=args.device)
     params = GenerationParams(temperature=0.0, max_tokens=args.max_tokens)
     details = args.details.open("w", encoding="utf-8") if args.details else None

@@ -28,6 +28,8 @@ class ApiKeyGate:
     """Refuse requests without ``Authorization: Bearer <api_key>`` with an OpenAI-shaped 401."""
 
     def __init__(self, app, *, api_key: str) -> None:
+        if not api_key or not api_key.strip():
+            raise ValueError("an empty API key would let an empty bearer token through; give a real key or none")
         self.app = app
         self.api_key = api_key
 

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from invoker.manifest import check_artifact
 from serve_minimal.settings import ServerSettings
 
 ENV_PATH = "INVOKER_MODEL_NAME_OR_PATH"
@@ -45,6 +46,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", default=None,
                         help=f"runtime to load with (default: by format; ${ENV_TYPE}; 'hf' means transformers)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--verify", action="store_true",
+                        help="refuse to serve when a file differs from its manifest.json (default: warn and serve)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -53,7 +56,7 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = app_from_args(args)
-    if args.api_key is None and not _is_loopback(args.host):
+    if api_key_of(args) is None and not _is_loopback(args.host):
         logger.warning("serving on %s without an API key: anyone who can reach it can use it", args.host)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
@@ -64,11 +67,13 @@ def app_from_args(args: argparse.Namespace):
     from serve_minimal.app import create_app
 
     path = args.path or _env_path()
+    api_key = api_key_of(args)  # a bad key fails before the model loads
     runtime_name = _runtime_name(args.runtime if args.runtime is not None else os.environ.get(ENV_TYPE))
+    check_artifact(path, refuse=getattr(args, "verify", False), warn=logger.warning)  # what is served is what was verified
     runtime = load_runtime(path, device=args.device, runtime=runtime_name)
     settings = ServerSettings(
         model_name=args.model_name or model_name_of(path),
-        api_key=args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY),
+        api_key=api_key,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         queue_timeout=args.queue_timeout,
@@ -83,6 +88,20 @@ def app_from_env():
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     return app_from_args(parser.parse_args([]))
+
+
+def api_key_of(args: argparse.Namespace) -> str | None:
+    """The key requests must carry: ``--api-key``, else ``$INVOKER_API_KEY``, else None (no key). An empty or
+    blank key is refused — it would let an empty bearer token through."""
+    from_option = args.api_key is not None
+    key = args.api_key if from_option else os.environ.get(ENV_API_KEY)
+    if key is not None and not key.strip():
+        where = "--api-key" if from_option else f"${ENV_API_KEY}"
+        raise ValueError(f"{where} is empty: give a real key, or leave it out (unset {ENV_API_KEY}) to serve without one")
+    if key is not None and key != key.strip():
+        where = "--api-key" if from_option else f"${ENV_API_KEY}"
+        raise ValueError(f"{where} starts or ends with whitespace, which a bearer token cannot carry")
+    return key
 
 
 def model_name_of(path: Path) -> str:

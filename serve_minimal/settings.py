@@ -14,3 +14,7 @@ class ServerSettings:
     queue_timeout: float = 60.0  # seconds a request may wait for a slot; beyond, 429
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
     constrained: bool = True  # constrain calls to their function's JSON Schema (a request may override)
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("an empty API key would let an empty bearer token through; give a real key or none")
