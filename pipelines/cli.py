@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Quantize, verify, publish and serve Invoker function-calling models.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (add_eval_command, add_bench_command, add_serve_command, add_quantize_command,
-                        add_publish_command):
+    for add_command in (add_eval_command, add_fidelity_command, add_bench_command, add_serve_command,
+                        add_quantize_command, add_publish_command):
         add_command(commands)
     args = parser.parse_args(argv)
     try:
@@ -120,6 +120,50 @@ def _print_eval_table(result: dict) -> None:
         table.add_row(key, "—" if value is None else f"{value:.3f}", f"{result[over]} cases")
     table.add_row("wall_seconds", f"{result['wall_seconds']:.1f}", f"{result['seconds_per_case'] or 0:.3f} s/case")
     Console(file=sys.stdout).print(table)
+
+
+# --- fidelity ----------------------------------------------------------------------------------
+
+
+def add_fidelity_command(commands) -> None:
+    from pipelines.fidelity import TOP_K
+
+    parser = commands.add_parser(
+        "fidelity",
+        help="how far a variant's next-token distributions are from fp16's (KL divergence, top-1 agreement)",
+        description="Teacher-force the eval cases' reference answers through the variant's runtime and "
+        "compare with fp16's stored top-k log-probs: mean and 99th-percentile KL divergence, top-1 "
+        "agreement, change in the reference's log-likelihood; over answer and prompt positions (docs/EVAL.md).",
+    )
+    parser.add_argument("path", type=Path, help="variant dir (or .gguf file) to measure")
+    parser.add_argument("--reference", type=Path, required=True, metavar="FP16_DIR",
+                        help="the fp16 checkpoint; its top-k log-probs are kept there (fidelity-reference.npz)")
+    parser.add_argument("--suite", default="synthetic", metavar="NAME", help="eval suite whose cases are used (default: synthetic)")
+    parser.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="first N cases (default: 100)")
+    parser.add_argument("--top-k", type=_positive_int, default=TOP_K, help=f"fp16 log-probs kept per position (default: {TOP_K})")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    parser.set_defaults(run=run_fidelity)
+
+
+def run_fidelity(args: argparse.Namespace) -> int:
+    from invoker.runtimes import detect_format, load_runtime
+    from pipelines.eval import load_suite
+    from pipelines.fidelity import format_summary, load_or_build_reference, score_variant
+
+    detect_format(args.path)
+    if detect_format(args.reference) != "fp16":
+        raise ValueError(f"{args.reference}: the reference must be an fp16 checkpoint")
+    records = load_suite(args.suite, limit=args.limit)
+    reference = load_or_build_reference(fp16_dir=args.reference, records=records, top_k=args.top_k)
+    summary = score_variant(runtime=load_runtime(args.path, device=args.device), reference=reference)
+    result = {"model": str(args.path), "reference": str(args.reference), "suite": args.suite, **summary}
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(f"{args.path} vs {args.reference}: {summary['cases']} cases of {args.suite}, fp16 top-{summary['top_k']}")
+        print(format_summary(summary))
+    return 0
 
 
 # --- bench -------------------------------------------------------------------------------------

@@ -186,3 +186,34 @@ def test_one_stream_at_a_time_is_enforced_not_corrupted(runtime):
         runtime.stream(PROMPT, GenerationParams(max_tokens=5))
     first.close()
     assert generate(runtime, PROMPT, GenerationParams(max_tokens=5)).completion_tokens >= 1
+
+
+# --- teacher forcing (the fidelity measure) ----------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_logprobs_agree_between_runtimes_and_with_greedy_decoding(runtime, hf_runtime):
+    ids = hf_runtime.encode(PROMPT)
+    assert runtime.encode(PROMPT) == ids
+    ours, theirs = runtime.logprobs(ids), hf_runtime.logprobs(ids)
+    assert ours.shape == theirs.shape == (len(ids), len(hf_runtime.tokenizer))
+    assert np.allclose(np.exp(ours).sum(axis=-1), 1.0, atol=1e-4)
+    assert np.abs(ours - theirs).max() < 0.05  # F16 weights in llama.cpp vs fp32 compute in torch
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.95
+    first = generate(runtime, PROMPT, GenerationParams(max_tokens=1, ignore_eos=True))
+    assert runtime._token_bytes[int(ours[-1].argmax())].decode("utf-8", errors="replace") == first.text
+
+
+@pytest.mark.e2e
+def test_scoring_leaves_generation_as_it_was(runtime):
+    params = GenerationParams(max_tokens=12)
+    before = generate(runtime, PROMPT, params)
+    runtime.logprobs(runtime.encode(PROMPT + " anything else"))
+    assert generate(runtime, PROMPT, params) == before
+
+
+@pytest.mark.e2e
+def test_long_sequences_are_scored_across_several_batches(runtime, hf_runtime):
+    ids = hf_runtime.encode(PROMPT * 8)[:1100]  # over llama.cpp's 512-token batch twice
+    ours, theirs = runtime.logprobs(ids), hf_runtime.logprobs(ids)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.95

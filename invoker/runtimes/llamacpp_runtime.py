@@ -97,6 +97,47 @@ class LlamaCppRuntime:
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` as a prompt, BOS first when the GGUF says so."""
+        return self._encode(text)
+
+    def logprobs(self, ids: list[int]) -> "np.ndarray":
+        """Teacher forcing: the next-token log-softmax after every prefix of ``ids`` ([len(ids), vocab], float32).
+
+        One llama.cpp batch per ``n_batch`` tokens with logits requested for every position; the KV
+        cache is cleared before and after, so generation never sees this sequence as a shared prefix.
+        """
+        import llama_cpp
+        import numpy as np
+
+        self._check_idle()
+        if not ids or len(ids) > self.context_length:
+            raise ValueError(f"need 1 to {self.context_length} token ids, got {len(ids)}")
+        ctx, n_vocab = self.llama.ctx, self.llama.n_vocab()
+        step = llama_cpp.llama_n_batch(ctx)
+        out = np.empty((len(ids), n_vocab), dtype=np.float32)
+        memory = llama_cpp.llama_get_memory(ctx)
+        llama_cpp.llama_memory_clear(memory, True)
+        self.llama.n_tokens = 0
+        try:
+            for start in range(0, len(ids), step):
+                chunk = ids[start : start + step]
+                batch = llama_cpp.llama_batch_init(len(chunk), 0, 1)
+                try:
+                    batch.n_tokens = len(chunk)
+                    for i, token in enumerate(chunk):
+                        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, start + i, 1, True
+                        batch.seq_id[i][0] = 0
+                    if llama_cpp.llama_decode(ctx, batch) != 0:
+                        raise RuntimeError(f"llama_decode failed on tokens {start}..{start + len(chunk)}")
+                    for i in range(len(chunk)):
+                        out[start + i] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(n_vocab,))
+                finally:
+                    llama_cpp.llama_batch_free(batch)
+        finally:
+            llama_cpp.llama_memory_clear(memory, True)
+        return _log_softmax(out)
+
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
         self._check_idle()
         prompt_ids = self._encode(prompt)
@@ -180,6 +221,13 @@ class LlamaCppRuntime:
             shared += 1
         self.llama.n_tokens = min(shared, len(prompt_ids) - 1)  # at least one token is decoded, for its logits
         self.llama.eval(prompt_ids[self.llama.n_tokens :])
+
+
+def _log_softmax(logits: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class _Sampler:

@@ -65,6 +65,18 @@ class TransformersRuntime:
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` as a prompt, BOS first."""
+        return self._encode(text)
+
+    def logprobs(self, ids: list[int]):
+        """Teacher forcing: the next-token log-softmax after every prefix of ``ids`` ([len(ids), vocab], float32 numpy)."""
+        if not ids or len(ids) > self.context_length:
+            raise ValueError(f"need 1 to {self.context_length} token ids, got {len(ids)}")
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=self.device)).logits[0]
+            return torch.log_softmax(logits[:, : len(self._token_bytes)].float(), dim=-1).cpu().numpy()
+
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
         prompt_ids = self._encode(prompt)
         if len(prompt_ids) > self.context_length:
