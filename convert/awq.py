@@ -11,7 +11,7 @@ round-to-nearest, asymmetric (zero point), groups of 128 input columns.
 Our own torch implementation, following AutoAWQ's published recipe (the scale groups below, a grid
 of 20 ratios, clipping searched on 512 evenly spaced tokens for every linear but q/k, next layer fed
 by the float layer's outputs), plus the identity scale as a candidate (so the search never picks
-something worse than no scaling on its own loss). One decoder layer at a time (``convert._layerwise``);
+something worse than no scaling on its own loss). One decoder layer at a time (``convert._int4``);
 the files follow the AWQ GEMM layout transformers and vLLM read (``convert._packing``).
 """
 
@@ -23,14 +23,17 @@ from pathlib import Path
 
 import torch
 
-from convert import _layerwise
+from convert import _int4
 from convert._packing import QuantizedLinear, pack_awq
 from convert.calibration import CalibrationSet
+from convert.checkpoint import LINEAR_NAMES, LayerRunner
+from convert.formats import FORMATS, VariantSettings
 from invoker.manifest import tool_versions
 
 METHOD = "AWQ (Lin et al. 2023), invoker-pack's layer-by-layer torch implementation of AutoAWQ's recipe"
-TOOL_PACKAGES = ("torch", "transformers", "safetensors")
-VARIANTS: tuple[str, ...] = ("4bit-g128", "4bit-g64", "4bit-g32")
+SPEC = FORMATS["awq"]
+TOOL_PACKAGES = SPEC.tool_packages
+VARIANTS = SPEC.variants
 GRID = 20  # scale ratios α = 0, 1/20, ..., 19/20 (AutoAWQ's n_grid)
 MAX_SHRINK = 0.5  # clipping tries max|w| · (1 - k/20) for k < 0.5 · 20
 CLIP_TOKENS = 512  # clipping is scored on about this many evenly spaced calibration tokens
@@ -56,6 +59,11 @@ SCALE_GROUPS = (
 )
 
 
+def variant_settings(variant: str) -> VariantSettings:
+    """``4bit-g128``: 4-bit codes in groups of 128 input columns; always calibrated."""
+    return _int4.variant_settings(_int4.parse_variant(variant, variants=VARIANTS, title=SPEC.title))
+
+
 def convert(
     *,
     source_dir: Path,
@@ -63,14 +71,19 @@ def convert(
     variant: str,
     calibration: CalibrationSet | None,
     progress: bool = True,
+    model_name: str | None = None,
+    shared_dir: Path | None = None,
     device: str = "auto",
 ) -> dict:
-    """Quantize ``source_dir`` with AWQ into ``out_dir`` (an empty dir the caller owns); manifest details back."""
+    """Quantize ``source_dir`` with AWQ into ``out_dir`` (an empty dir the caller owns); manifest details back.
+
+    ``model_name`` and ``shared_dir`` are part of the converter protocol (``convert.formats.Converter``) and
+    unused here: the files have fixed names and each variant is built from the source alone."""
     source_dir, out_dir = Path(source_dir), Path(out_dir)
-    settings = _layerwise.parse_variant(variant, variants=VARIANTS)
-    source_config = _layerwise.check_source(source_dir=source_dir, group_size=settings.group_size)
-    samples = within_budget(_layerwise.check_calibration(calibration), max_tokens=MAX_TOKENS)
-    torch_device = _layerwise.pick_device(device)
+    settings = _int4.parse_variant(variant, variants=VARIANTS, title=SPEC.title)
+    source_config = _int4.check_source(source_dir=source_dir, group_size=settings.group_size)
+    samples = within_budget(_int4.check_calibration(calibration), max_tokens=MAX_TOKENS)
+    torch_device = _int4.pick_device(device)
 
     def quantize_and_pack(*, layer, index, hidden, runner):
         features = capture_features(layer=layer, hidden=hidden, runner=runner)
@@ -79,11 +92,11 @@ def convert(
         return {name: pack_awq(linear, group_size=settings.group_size) for name, linear in quantized.items()}, hidden
 
     started = time.perf_counter()
-    _layerwise.quantize_layers(source_dir=source_dir, out_dir=out_dir, samples=samples, device=torch_device,
-                               quantize_layer=quantize_and_pack, desc=f"AWQ {variant}", progress=progress)
+    _int4.quantize_layers(source_dir=source_dir, out_dir=out_dir, samples=samples, device=torch_device,
+                          quantize_layer=quantize_and_pack, desc=f"AWQ {variant}", progress=progress)
     quantization = quantization_config(settings)
-    _layerwise.write_config(source_config=source_config, out_dir=out_dir, quantization_config=quantization)
-    _layerwise.copy_tokenizer_files(source_dir=source_dir, out_dir=out_dir)
+    _int4.write_config(source_config=source_config, out_dir=out_dir, quantization_config=quantization)
+    _int4.copy_tokenizer_files(source_dir=source_dir, out_dir=out_dir)
     return {
         "quantization": {**quantization, "method": METHOD},
         "device": str(torch_device),
@@ -94,7 +107,7 @@ def convert(
     }
 
 
-def quantization_config(settings: _layerwise.Variant) -> dict:
+def quantization_config(settings: _int4.Variant) -> dict:
     """config.json's ``quantization_config`` for the AWQ GEMM layout (what transformers' AwqConfig reads)."""
     return {
         "quant_method": "awq",
@@ -117,7 +130,7 @@ def within_budget(samples: list[list[int]], *, max_tokens: int) -> list[list[int
     return kept
 
 
-def capture_features(*, layer, hidden: list[torch.Tensor], runner: _layerwise.LayerRunner) -> dict[str, list[torch.Tensor]]:
+def capture_features(*, layer, hidden: list[torch.Tensor], runner: LayerRunner) -> dict[str, list[torch.Tensor]]:
     """Per sample, the inputs (float32 ``[tokens, features]``, CPU) of each scale group's linears."""
     names = tuple(group.linears[0] for group in SCALE_GROUPS)  # in execution order
     features: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -125,7 +138,7 @@ def capture_features(*, layer, hidden: list[torch.Tensor], runner: _layerwise.La
     return features
 
 
-def quantize_layer(*, layer, features: dict[str, list[torch.Tensor]], runner: _layerwise.LayerRunner, group_size: int) -> dict[str, QuantizedLinear]:
+def quantize_layer(*, layer, features: dict[str, list[torch.Tensor]], runner: LayerRunner, group_size: int) -> dict[str, QuantizedLinear]:
     """AWQ one decoder layer: search and apply the scales, search and apply the clipping, quantize.
 
     The layer's norms and weights are changed in place (scaled, clipped); the quantized linears come back.
@@ -138,7 +151,7 @@ def quantize_layer(*, layer, features: dict[str, list[torch.Tensor]], runner: _l
         features[g.linears[0]] = [x / scales[g.previous].to(x.device) for x in features[g.linears[0]]]
     quantized = {}
     inputs_of = {name: features[g.linears[0]] for g in SCALE_GROUPS for name in g.linears}
-    for name in _layerwise.LINEAR_NAMES:
+    for name in LINEAR_NAMES:
         module = layer.get_submodule(name)
         if name not in NO_CLIP:
             limit = search_clip(weight=module.weight.data, inputs=inputs_of[name], group_size=group_size)
@@ -154,7 +167,7 @@ def _can_scale(layer, group: ScaleGroup) -> bool:
     return layer.get_submodule("self_attn.v_proj").weight.shape == layer.get_submodule("self_attn.o_proj").weight.shape
 
 
-def search_scale(*, layer, group: ScaleGroup, inputs: list[torch.Tensor], runner: _layerwise.LayerRunner, group_size: int) -> torch.Tensor:
+def search_scale(*, layer, group: ScaleGroup, inputs: list[torch.Tensor], runner: LayerRunner, group_size: int) -> torch.Tensor:
     """The per-input-channel scale (float32 ``[in]``) minimising the MSE of ``group.inspect``'s output when
     ``group.linears`` are quantized — over AutoAWQ's grid of ratios, plus no scaling at all."""
     linears = [layer.get_submodule(name) for name in group.linears]
@@ -187,7 +200,7 @@ def _normalised_weight_mean(weight: torch.Tensor, *, group_size: int) -> torch.T
     return normalised.reshape(weight.shape).mean(dim=0)
 
 
-def _inspect_outputs(*, layer, group: ScaleGroup, inputs: list[torch.Tensor], runner: _layerwise.LayerRunner) -> list[torch.Tensor]:
+def _inspect_outputs(*, layer, group: ScaleGroup, inputs: list[torch.Tensor], runner: LayerRunner) -> list[torch.Tensor]:
     """``group.inspect``'s output for every sample's input (attention gets its mask and rotary embeddings)."""
     module = layer.get_submodule(group.inspect)
     outputs = []

@@ -1,19 +1,17 @@
 """HF Llama checkpoint -> GGUF (F16, Q8_0, k-quants ...) with llama.cpp's own tools, plus an Ollama Modelfile.
 
-The steps, each one function (docs/GGUF.md explains every choice and its evidence):
+The steps (docs/GGUF.md explains every choice and its evidence):
 
-1. ``convert_to_f16`` runs llama.cpp's ``convert_hf_to_gguf.py`` — the maintained HF -> GGUF mapping
-   (tensor names, the Q/K RoPE permutation, sentencepiece vocabulary, special tokens) — from the
-   sdist of the *installed* llama-cpp-python release (``fetch_converter``), so converter and runtime
-   come from the same llama.cpp commit. It streams tensors lazily: peak memory does not grow with
-   the number of layers. A staging dir gives it Invoker's chat template, which lands in the GGUF as
-   ``tokenizer.chat_template`` (llama.cpp and llama-cpp-python then render Invoker's format by themselves).
-2. ``compute_imatrix`` computes llama.cpp's importance matrix (per linear layer, the mean of x² per
-   input column over the calibration tokens) with torch, one decoder layer in memory at a time;
-   ``write_imatrix`` saves it in llama.cpp's GGUF imatrix format (``llama-quantize --imatrix`` reads it).
-3. ``quantize_gguf`` calls llama.cpp's quantizer (``llama_model_quantize``) with that matrix.
+1. ``convert_to_f16`` runs llama.cpp's ``convert_hf_to_gguf.py`` (``convert.hf_to_gguf``: the script from
+   the installed llama-cpp-python's sdist, so converter and runtime come from the same llama.cpp commit)
+   on a staging view of the source that carries Invoker's chat template, which lands in the GGUF as
+   ``tokenizer.chat_template``; ``keep_add_bos`` then corrects one header flag the script gets wrong.
+   For imatrix types, ``convert.imatrix`` computes llama.cpp's importance matrix with torch (on the layer
+   walk GPTQ and AWQ share) and keeps it in llama.cpp's GGUF imatrix format.
+2. ``quantize_gguf`` calls llama.cpp's quantizer (``llama_model_quantize``) with that matrix.
 
-Every file is written under a temporary name and renamed when complete.
+In the pipeline, ``build_shared`` makes the F16 GGUF and the imatrix once, and ``convert`` quantizes each
+variant from them (``shared_dir``). Every file is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -24,66 +22,76 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-
 from convert.calibration import CalibrationSet
-from invoker.files import sha256_file
+from convert.checkpoint import read_llama_config
+from convert.formats import FORMATS, VariantSettings
+from convert.hf_to_gguf import converter_provenance, fetch_converter, run_converter
+from convert.imatrix import IMATRIX_NAME, Imatrix, calibration_label, compute_imatrix, read_imatrix, write_imatrix
 
-VARIANTS: tuple[str, ...] = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")
+SPEC = FORMATS["gguf"]
+VARIANTS = SPEC.variants
+TOOL_PACKAGES = SPEC.tool_packages
 NO_IMATRIX_SUFFIX = "-noimatrix"
-IMATRIX_NAME = "imatrix.gguf"
 MODELFILE_NAME = "Modelfile"
+BASE_TYPE = "F16"  # what llama.cpp's converter writes and every other type is quantized from
 
-# llama.cpp type name -> (llama_ftype constant in llama_cpp, row block size the type needs, uses an imatrix)
-QUANT_TYPES: dict[str, tuple[str, int, bool]] = {
-    "F16": ("LLAMA_FTYPE_MOSTLY_F16", 1, False),
-    "BF16": ("LLAMA_FTYPE_MOSTLY_BF16", 1, False),
-    "Q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", 32, False),
-    "Q6_K": ("LLAMA_FTYPE_MOSTLY_Q6_K", 256, True),
-    "Q5_K_M": ("LLAMA_FTYPE_MOSTLY_Q5_K_M", 256, True),
-    "Q5_K_S": ("LLAMA_FTYPE_MOSTLY_Q5_K_S", 256, True),
-    "Q5_0": ("LLAMA_FTYPE_MOSTLY_Q5_0", 32, True),
-    "Q4_K_M": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", 256, True),
-    "Q4_K_S": ("LLAMA_FTYPE_MOSTLY_Q4_K_S", 256, True),
-    "Q4_0": ("LLAMA_FTYPE_MOSTLY_Q4_0", 32, True),
-    "Q3_K_L": ("LLAMA_FTYPE_MOSTLY_Q3_K_L", 256, True),
-    "Q3_K_M": ("LLAMA_FTYPE_MOSTLY_Q3_K_M", 256, True),
-    "Q2_K": ("LLAMA_FTYPE_MOSTLY_Q2_K", 256, True),
-    "IQ4_XS": ("LLAMA_FTYPE_MOSTLY_IQ4_XS", 256, True),
+# llama.cpp type name -> (llama_ftype constant in llama_cpp, row block size the type needs, uses an imatrix,
+# bits per weight of its main type, block scales included: mixes such as _M keep a few tensors wider)
+QUANT_TYPES: dict[str, tuple[str, int, bool, float]] = {
+    "F16": ("LLAMA_FTYPE_MOSTLY_F16", 1, False, 16.0),
+    "BF16": ("LLAMA_FTYPE_MOSTLY_BF16", 1, False, 16.0),
+    "Q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", 32, False, 8.5),
+    "Q6_K": ("LLAMA_FTYPE_MOSTLY_Q6_K", 256, True, 6.5625),
+    "Q5_K_M": ("LLAMA_FTYPE_MOSTLY_Q5_K_M", 256, True, 5.5),
+    "Q5_K_S": ("LLAMA_FTYPE_MOSTLY_Q5_K_S", 256, True, 5.5),
+    "Q5_0": ("LLAMA_FTYPE_MOSTLY_Q5_0", 32, True, 5.5),
+    "Q4_K_M": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", 256, True, 4.5),
+    "Q4_K_S": ("LLAMA_FTYPE_MOSTLY_Q4_K_S", 256, True, 4.5),
+    "Q4_0": ("LLAMA_FTYPE_MOSTLY_Q4_0", 32, True, 4.5),
+    "Q3_K_L": ("LLAMA_FTYPE_MOSTLY_Q3_K_L", 256, True, 3.4375),
+    "Q3_K_M": ("LLAMA_FTYPE_MOSTLY_Q3_K_M", 256, True, 3.4375),
+    "Q2_K": ("LLAMA_FTYPE_MOSTLY_Q2_K", 256, True, 2.625),
+    "IQ4_XS": ("LLAMA_FTYPE_MOSTLY_IQ4_XS", 256, True, 4.25),
 }
-CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
-TOOL_PACKAGES = ("llama-cpp-python", "gguf", "torch", "transformers", "sentencepiece", "numpy")
-FETCH_ARGS = "-m convert.gguf --fetch-converter"  # run with the environment's python: .venv/bin/python -m convert.gguf ...
 
 
-@dataclass(frozen=True)
-class Imatrix:
-    """llama.cpp's importance matrix: per GGUF weight name, the sum of x² per input column and the token count.
-
-    Sums are float32, as the imatrix file stores them, so a matrix used at once and one read back
-    from its file quantize identically (and as ``llama-quantize --imatrix`` would)."""
-
-    sums: dict[str, np.ndarray]  # float32, one value per input column
-    counts: dict[str, int]
-    chunk_count: int
-    chunk_size: int
-
-    def importance(self, name: str) -> np.ndarray:
-        """What llama.cpp's quantizer weighs columns by: the mean of x², computed as llama-quantize does (float32)."""
-        return self.sums[name] / np.float32(self.counts[name])
+# --- what the pipeline calls (convert.formats.Converter) ---------------------------------------
 
 
-# --- the one call a pipeline makes ------------------------------------------------------------
+def variant_settings(variant: str) -> VariantSettings:
+    """A llama.cpp type, optionally ``<TYPE>-noimatrix`` (an imatrix type quantized without one: a comparison)."""
+    try:
+        quant_type, use_imatrix = parse_variant(variant)
+    except ValueError:
+        others = ", ".join(t for t in QUANT_TYPES if t not in VARIANTS)
+        raise ValueError(f"unknown GGUF variant {variant!r}; valid: {', '.join(VARIANTS)} (or any of {others}; "
+                         f"imatrix types also as <TYPE>{NO_IMATRIX_SUFFIX})") from None
+    return VariantSettings(bits_per_weight=QUANT_TYPES[quant_type][3], calibrates=use_imatrix,
+                           comparison=quant_type != variant)
+
+
+def shared_base_needed(variants: list[str]) -> bool:
+    """Every type but F16 is quantized from one shared F16 GGUF."""
+    return any(parse_variant(variant)[0] != BASE_TYPE for variant in variants)
+
+
+def build_shared(*, source_dir: Path, out_dir: Path, model_name: str, calibration: CalibrationSet | None,
+                 progress: bool) -> None:
+    """``<model>-F16.gguf`` and, with a calibration set, ``imatrix.gguf`` in ``out_dir``: what ``convert`` reuses
+    through ``shared_dir`` (byte-identical to converting each variant from scratch, docs/GGUF.md)."""
+    convert_to_f16(source_dir=source_dir, out_file=out_dir / base_name(model_name), model_name=model_name,
+                   converter_dir=fetch_converter(), progress=progress)
+    if calibration is not None:
+        imatrix = compute_imatrix(source_dir=source_dir, calibration=calibration, progress=progress)
+        write_imatrix(imatrix, out_dir / IMATRIX_NAME, dataset=calibration_label(calibration), arch="llama")
+
+
+def base_name(model_name: str) -> str:
+    return f"{model_name}-{BASE_TYPE}.gguf"
 
 
 def convert(
@@ -94,6 +102,7 @@ def convert(
     calibration: CalibrationSet | None,
     progress: bool = True,
     model_name: str | None = None,
+    shared_dir: Path | None = None,
     f16_gguf: Path | None = None,
     imatrix_gguf: Path | None = None,
 ) -> dict:
@@ -103,10 +112,15 @@ def convert(
     an imatrix type without one (for comparison). Reuse, to avoid repeating the slow steps for each
     variant: ``f16_gguf`` — an F16 GGUF this module made from the same source, quantized directly;
     ``imatrix_gguf`` — an ``imatrix.gguf`` this module computed from the same calibration set (ignored
-    by types that use no imatrix). Returns the manifest details.
+    by types that use no imatrix); ``shared_dir`` — where ``build_shared`` wrote both. Returns the manifest details.
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     quant_type, use_imatrix = parse_variant(variant)
+    name = model_name or source_dir.name
+    if shared_dir is not None:
+        f16_gguf = f16_gguf or Path(shared_dir) / base_name(name)
+        if imatrix_gguf is None and (Path(shared_dir) / IMATRIX_NAME).is_file():
+            imatrix_gguf = Path(shared_dir) / IMATRIX_NAME
     config = check_source(source_dir=source_dir, quant_type=quant_type)
     if use_imatrix and (calibration is None or not calibration.input_ids):
         raise ValueError(
@@ -115,12 +129,11 @@ def convert(
         )
     if not out_dir.is_dir():
         raise ValueError(f"{out_dir}: output directory does not exist")
-    if f16_gguf is not None and quant_type != "F16":
+    if f16_gguf is not None and quant_type != BASE_TYPE:
         check_f16_gguf(Path(f16_gguf))
     imatrix = None
     if use_imatrix and imatrix_gguf is not None:
         imatrix = read_imatrix(Path(imatrix_gguf), expect_dataset=calibration_label(calibration))
-    name = model_name or source_dir.name
     gguf_name = f"{name}-{variant}.gguf"  # Q4_K_M and Q4_K_M-noimatrix must not share a name in one repo
     converter = fetch_converter()  # also when reusing an F16 GGUF: its provenance goes into the manifest
     started = time.perf_counter()
@@ -128,12 +141,12 @@ def convert(
     work = out_dir / ".work"
     work.mkdir(exist_ok=True)
     try:
-        if quant_type == "F16":
+        if quant_type == BASE_TYPE:
             convert_to_f16(source_dir=source_dir, out_file=out_dir / gguf_name, model_name=name, converter_dir=converter, progress=progress)
             timings["convert_seconds"] = round(time.perf_counter() - started, 3)
         else:
             if f16_gguf is None:
-                f16_gguf = work / f"{name}-F16.gguf"
+                f16_gguf = work / base_name(name)
                 convert_to_f16(source_dir=source_dir, out_file=f16_gguf, model_name=name, converter_dir=converter, progress=progress)
                 timings["convert_seconds"] = round(time.perf_counter() - started, 3)
             if imatrix is not None:
@@ -164,7 +177,7 @@ def convert(
         "quantization": {
             "type": quant_type,
             "imatrix": use_imatrix,
-            "method": "llama.cpp llama_model_quantize" if quant_type != "F16" else "llama.cpp convert_hf_to_gguf.py",
+            "method": "llama.cpp llama_model_quantize" if quant_type != BASE_TYPE else "llama.cpp convert_hf_to_gguf.py",
         },
         "gguf": gguf_name,
         "imatrix": IMATRIX_NAME if use_imatrix else None,
@@ -187,24 +200,6 @@ def parse_variant(variant: str) -> tuple[str, bool]:
     if quant_type != variant and not uses_imatrix:
         raise ValueError(f"variant {variant!r}: {quant_type} never uses an importance matrix; name it {quant_type}")
     return quant_type, uses_imatrix and quant_type == variant
-
-
-def read_llama_config(source_dir: Path) -> tuple[Path, dict]:
-    """The source's config.json (its path and contents), after checking it describes a Llama decoder."""
-    if not source_dir.is_dir():
-        raise ValueError(f"{source_dir}: no such model directory")
-    config_path = source_dir / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{source_dir}: no config.json (expected a Hugging Face checkpoint dir)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{config_path}: not readable JSON ({err})") from None
-    architectures = config.get("architectures") or []
-    if not any(arch in SUPPORTED_ARCHITECTURES for arch in architectures):
-        raise ValueError(f"{config_path}: architectures {architectures} is not a Llama decoder "
-                         f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    return config_path, config
 
 
 def check_source(*, source_dir: Path, quant_type: str) -> dict:
@@ -236,86 +231,7 @@ def check_f16_gguf(path: Path) -> None:
         raise ValueError(f"{path}: not an F16 GGUF (general.file_type = {info.file_type}); give the F16 variant's .gguf")
 
 
-# --- 1. HF -> F16 GGUF with llama.cpp's converter -----------------------------------------------
-
-
-def default_converter_dir(version: str) -> Path:
-    """Where the converter of llama-cpp-python ``version`` is kept: inside the environment, beside the package."""
-    return Path(sys.prefix) / "share" / "invoker-pack" / f"llama.cpp-convert-{version}"
-
-
-def fetch_converter(*, version: str | None = None, dest: Path | None = None) -> Path:
-    """The dir holding llama.cpp's ``convert_hf_to_gguf.py`` (+ ``conversion/``, bundled ``gguf-py``) from the
-    installed llama-cpp-python's own sdist; downloaded once with pip from the package index, then reused.
-
-    ``make setup`` runs it once (``python -m convert.gguf --fetch-converter``), so conversion needs no
-    network later; without it, the first conversion downloads it, or says which command to run."""
-    version = version or installed_version("llama-cpp-python")
-    dest = dest or default_converter_dir(version)
-    if (dest / "convert_hf_to_gguf.py").is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        try:
-            sdist = download_sdist(version=version, into=Path(tmp))
-        except RuntimeError as err:
-            raise RuntimeError(
-                f"llama.cpp's converter (convert_hf_to_gguf.py from the llama-cpp-python {version} sdist) is not in {dest} "
-                f"and could not be downloaded: {err}. Fetch it once, while the package index is reachable, with: "
-                f"{sys.executable} {FETCH_ARGS} (make setup runs it)"
-            ) from None
-        staged = Path(tmp) / "converter"
-        extract_converter(sdist=sdist, version=version, into=staged)
-        (staged / "SOURCE.json").write_text(json.dumps({
-            "package": "llama-cpp-python",
-            "version": version,
-            "sdist": sdist.name,
-            "sdist_sha256": sha256_file(sdist),
-            "members": list(CONVERTER_MEMBERS),
-        }, indent=2) + "\n")
-        os.replace(staged, dest)
-    return dest
-
-
-def installed_version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        raise RuntimeError(f"{package} is not installed; install the gguf extra (make setup EXTRAS=gguf,dev)") from None
-
-
-def download_sdist(*, version: str, into: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
-               "--retries", "2", "--timeout", "30", f"llama-cpp-python=={version}", "-d", str(into)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    sdists = sorted(into.glob("llama_cpp_python-*.tar.gz"))
-    if done.returncode != 0 or not sdists:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
-        raise RuntimeError(f"pip download failed ({' | '.join(tail) or 'no sdist'})")
-    return sdists[0]
-
-
-def extract_converter(*, sdist: Path, version: str, into: Path) -> None:
-    """Copy only the converter's files out of the sdist (vendor/llama.cpp/...), refusing any path that escapes."""
-    root = f"llama_cpp_python-{version}/vendor/llama.cpp/"
-    with tarfile.open(sdist, "r:gz") as archive:
-        wanted = [m for m in archive.getmembers()
-                  if m.name.startswith(root) and m.name[len(root):].startswith(CONVERTER_MEMBERS) and m.isfile()]
-        if not any(m.name == root + "convert_hf_to_gguf.py" for m in wanted):
-            raise RuntimeError(f"{sdist}: no vendor/llama.cpp/convert_hf_to_gguf.py inside")
-        for member in wanted:
-            relative = Path(member.name[len(root):])
-            if relative.is_absolute() or ".." in relative.parts:
-                raise RuntimeError(f"{sdist}: unsafe path {member.name}")
-            target = into / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.extractfile(member) as data, open(target, "wb") as out:
-                shutil.copyfileobj(data, out)
-
-
-def converter_provenance(converter_dir: Path) -> dict:
-    source = json.loads((converter_dir / "SOURCE.json").read_text())
-    return {"script": "convert_hf_to_gguf.py", **{k: source[k] for k in ("package", "version", "sdist", "sdist_sha256")}}
+# --- 1. HF -> F16 GGUF with llama.cpp's converter ----------------------------------------------
 
 
 def convert_to_f16(*, source_dir: Path, out_file: Path, model_name: str, converter_dir: Path, progress: bool = True) -> Path:
@@ -372,235 +288,7 @@ def stage_source(*, source_dir: Path, staging: Path) -> None:
     write_chat_template(staging)
 
 
-def run_converter(*, command: list[str], source_dir: Path, progress: bool) -> None:
-    """Run the converter; show its log and progress lines (not the echoed chat template) when ``progress``."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tail: list[str] = []
-    buffer = b""
-    while chunk := process.stderr.read1(65536):
-        buffer += chunk
-        *segments, buffer = _split_keep(buffer)
-        for segment in segments:
-            text = segment.decode("utf-8", errors="replace")
-            tail = (tail + [text.rstrip()])[-20:] if text.strip() else tail
-            if progress and text.startswith(("WARNING:", "ERROR:", "Writing:")):
-                sys.stderr.write(text if len(text) < 240 else text[:200] + " …\n")
-                sys.stderr.flush()
-    process.wait()
-    if process.returncode != 0:
-        reason = "\n".join(line for line in tail if line)[-2000:]
-        raise RuntimeError(f"llama.cpp convert_hf_to_gguf.py failed on {source_dir} (exit {process.returncode}):\n{reason}")
-
-
-def _split_keep(data: bytes) -> list[bytes]:
-    """Split after every \\n or \\r, keeping them; the last item is the unfinished rest."""
-    parts, start = [], 0
-    for index, byte in enumerate(data):
-        if byte in (10, 13):
-            parts.append(data[start : index + 1])
-            start = index + 1
-    return [*parts, data[start:]]
-
-
-# --- 2. the importance matrix -------------------------------------------------------------------
-
-
-def compute_imatrix(*, source_dir: Path, calibration: CalibrationSet, device: str = "cpu", progress: bool = True) -> Imatrix:
-    """llama.cpp's importance matrix for every linear layer of the decoder blocks (as ``llama-imatrix`` collects
-    it: inputs to ``blk.*`` weights, not ``output.weight``), from the calibration samples.
-
-    Runs one decoder layer at a time (weights read from the checkpoint per layer, hidden states of all
-    samples kept in float32), so memory is one layer plus the activations, whatever the depth.
-    """
-    import torch
-    from tqdm import tqdm
-    from transformers import AutoConfig
-    from transformers.masking_utils import create_causal_mask
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    config = AutoConfig.from_pretrained(str(source_dir))
-    config._attn_implementation = "sdpa"
-    weights = CheckpointReader(source_dir)
-    torch_device = torch.device(device)
-    embed = weights.tensor("model.embed_tokens.weight").to(torch_device)
-    hidden = [torch.nn.functional.embedding(torch.tensor([ids], device=torch_device), embed).float()
-              for ids in calibration.input_ids]
-    del embed
-    rotary = LlamaRotaryEmbedding(config=config).to(torch_device)
-    names = gguf_weight_names(n_layers=config.num_hidden_layers)
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def accumulate(name: str):
-        def hook(module, args):
-            x = args[0].reshape(-1, args[0].shape[-1]).float()
-            sums[name] = sums.get(name, 0) + x.pow(2).sum(0, dtype=torch.float64)
-            counts[name] = counts.get(name, 0) + x.shape[0]
-        return hook
-
-    for index in tqdm(range(config.num_hidden_layers), desc="imatrix", unit="layer", disable=not progress, file=sys.stderr):
-        layer = load_decoder_layer(config=config, index=index, weights=weights, device=torch_device)
-        hooks = [
-            module.register_forward_pre_hook(accumulate(names[f"model.layers.{index}.{module_name}.weight"]))
-            for module_name, module in layer.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        ]
-        with torch.inference_mode():
-            for k, states in enumerate(hidden):
-                positions = torch.arange(states.shape[1], device=torch_device).unsqueeze(0)
-                mask = create_causal_mask(config=config, inputs_embeds=states, attention_mask=None,
-                                          past_key_values=None, position_ids=positions)
-                hidden[k] = layer(states, attention_mask=mask, position_ids=positions,
-                                  position_embeddings=rotary(states, positions))
-        for hook in hooks:
-            hook.remove()
-        del layer
-    return Imatrix(
-        sums={name: value.cpu().numpy().astype(np.float32) for name, value in sorted(sums.items())},
-        counts=dict(sorted(counts.items())),
-        chunk_count=len(calibration.input_ids),
-        chunk_size=calibration.spec.max_length,
-    )
-
-
-def gguf_weight_names(*, n_layers: int) -> dict[str, str]:
-    """HF weight name -> GGUF tensor name for a Llama's block linears, from gguf's maintained tensor map."""
-    import gguf
-
-    tensor_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
-    modules = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-    names = {}
-    for index in range(n_layers):
-        for module in modules:
-            hf_name = f"model.layers.{index}.{module}.weight"
-            gguf_name = tensor_map.get_name(hf_name, try_suffixes=(".weight",))
-            if gguf_name is None:
-                raise RuntimeError(f"gguf's tensor map has no name for {hf_name}")
-            names[hf_name] = gguf_name
-    return names
-
-
-class CheckpointReader:
-    """Read single tensors from a checkpoint's safetensors (or PyTorch .bin) shards without loading the rest.
-
-    Each read maps the shard and unmaps it again, so pages of layers already done do not stay mapped.
-    """
-
-    def __init__(self, source_dir: Path) -> None:
-        self.source_dir = Path(source_dir)
-        self._where = self._index()
-
-    def _index(self) -> dict[str, Path]:
-        for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-            index_path = self.source_dir / index_name
-            if index_path.is_file():
-                weight_map = json.loads(index_path.read_text())["weight_map"]
-                return {name: self.source_dir / file for name, file in weight_map.items()}
-        for file_name in ("model.safetensors", "pytorch_model.bin"):
-            path = self.source_dir / file_name
-            if path.is_file():
-                return {name: path for name in self._names(path)}
-        raise ValueError(f"{self.source_dir}: no model.safetensors, pytorch_model.bin or shard index")
-
-    @staticmethod
-    def _names(path: Path) -> list[str]:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                return list(handle.keys())
-        import torch
-
-        return list(torch.load(str(path), map_location="cpu", mmap=True, weights_only=True))
-
-    def tensor(self, name: str):
-        if name not in self._where:
-            raise ValueError(f"{self.source_dir}: checkpoint has no tensor {name}")
-        path = self._where[name]
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                return handle.get_tensor(name)
-        import torch
-
-        return torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)[name].clone()
-
-
-def load_decoder_layer(*, config, index: int, weights: CheckpointReader, device):
-    """Decoder layer ``index`` with its checkpoint weights, in float32 on ``device`` (built on meta, then assigned)."""
-    import torch
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
-    with torch.device("meta"):
-        layer = LlamaDecoderLayer(config, layer_idx=index)
-    prefix = f"model.layers.{index}."
-    state = {name: weights.tensor(prefix + name).to(device, torch.float32) for name in layer.state_dict()}
-    layer.load_state_dict(state, assign=True, strict=True)
-    return layer.eval()
-
-
-def write_imatrix(imatrix: Imatrix, path: Path, *, dataset: str, arch: str) -> Path:
-    """Save in llama.cpp's GGUF imatrix format: ``<name>.in_sum2`` and ``<name>.counts`` (F32) per weight,
-    ``general.type = imatrix``, ``imatrix.datasets``, ``imatrix.chunk_count``, ``imatrix.chunk_size``."""
-    import gguf
-
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        writer = gguf.GGUFWriter(str(partial), arch=arch)
-        writer.add_type("imatrix")
-        writer.add_array("imatrix.datasets", [dataset])
-        writer.add_uint32("imatrix.chunk_count", imatrix.chunk_count)
-        writer.add_uint32("imatrix.chunk_size", imatrix.chunk_size)
-        for name in sorted(imatrix.sums):
-            writer.add_tensor(f"{name}.in_sum2", imatrix.sums[name].reshape(1, -1))
-            writer.add_tensor(f"{name}.counts", np.array([[imatrix.counts[name]]], dtype=np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def read_imatrix(path: Path, *, expect_dataset: str | None = None) -> Imatrix:
-    """Read an imatrix written by ``write_imatrix`` (or ``llama-imatrix``); with ``expect_dataset``, refuse one
-    computed from another calibration set."""
-    import gguf
-
-    if not path.is_file():
-        raise ValueError(f"{path}: no such imatrix file")
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable GGUF imatrix ({type(err).__name__}: {err})") from None
-    fields = reader.fields
-    if "general.type" not in fields or fields["general.type"].contents() != "imatrix":
-        raise ValueError(f"{path}: not an imatrix GGUF (general.type is not 'imatrix')")
-    datasets = fields["imatrix.datasets"].contents() if "imatrix.datasets" in fields else []
-    if expect_dataset is not None and datasets != [expect_dataset]:
-        raise ValueError(f"{path}: computed from {datasets}, not from this calibration set ({expect_dataset})")
-    tensors = {t.name: np.ravel(t.data) for t in reader.tensors}
-    names = sorted(name.removesuffix(".in_sum2") for name in tensors if name.endswith(".in_sum2"))
-    return Imatrix(
-        sums={name: tensors[f"{name}.in_sum2"].astype(np.float32) for name in names},
-        counts={name: int(tensors[f"{name}.counts"][0]) for name in names},
-        chunk_count=int(fields["imatrix.chunk_count"].contents()),
-        chunk_size=int(fields["imatrix.chunk_size"].contents()),
-    )
-
-
-def calibration_label(calibration: CalibrationSet) -> str:
-    """The dataset line recorded in the imatrix and the GGUF: source, size and hash of the calibration ids."""
-    spec = calibration.spec
-    return (f"invoker-pack calibration source={spec.source} n_samples={len(calibration.input_ids)} "
-            f"max_length={spec.max_length} seed={spec.seed} sha256={calibration.sha256[:16]}")
-
-
-# --- 3. quantization with llama.cpp ----------------------------------------------------------------
+# --- 2. quantization with llama.cpp ----------------------------------------------------------------
 
 
 def quantize_gguf(

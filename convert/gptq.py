@@ -7,7 +7,7 @@ column's rounding error over the columns not yet quantized, weighted by the inve
 Act-order quantizes columns by decreasing ``diag(H)``; groups then follow that order (``g_idx``).
 
 Our own torch implementation (docs/GPTQ-AWQ.md says why: no maintained library streams layer by
-layer here), one decoder layer at a time (``convert._layerwise``), with the sub-layers in sequence
+layer here), one decoder layer at a time (``convert._int4``), with the sub-layers in sequence
 (q/k/v, then o, then gate/up, then down: each group calibrated on the outputs of the already
 quantized ones). The files follow the GPTQ v1 layout transformers/optimum, GPTQModel, vLLM,
 exllamav2 and TGI read (``convert._packing``); embeddings, norms and ``lm_head`` stay fp16.
@@ -21,21 +21,17 @@ from pathlib import Path
 
 import torch
 
-from convert import _layerwise
+from convert import _int4
 from convert._packing import QuantizedLinear, pack_gptq
 from convert.calibration import CalibrationSet
+from convert.checkpoint import LayerRunner
+from convert.formats import FORMATS, VariantSettings
 from invoker.manifest import tool_versions
 
 METHOD = "GPTQ (Frantar et al. 2022), invoker-pack's layer-by-layer torch implementation"
-TOOL_PACKAGES = ("torch", "transformers", "safetensors")
-VARIANTS: tuple[str, ...] = (
-    "4bit-g128",
-    "4bit-g128-actorder",
-    "4bit-g64",
-    "4bit-g64-actorder",
-    "4bit-g32",
-    "4bit-g32-actorder",
-)
+SPEC = FORMATS["gptq"]
+TOOL_PACKAGES = SPEC.tool_packages
+VARIANTS = SPEC.variants
 DAMP_PERCENT = 0.01  # of the mean of diag(H), added to the diagonal (the paper's and AutoGPTQ's default)
 MAX_DAMP_PERCENT = 1.0  # damping grows tenfold until the Cholesky factorization succeeds, up to this
 BLOCK_COLUMNS = 128  # lazy-batch width (rounded up to a whole number of groups)
@@ -55,6 +51,11 @@ class GptqResult:
     damp_percent: float  # the damping the Cholesky factorization needed
 
 
+def variant_settings(variant: str) -> VariantSettings:
+    """``4bit-g128``: 4-bit codes in groups of 128 input columns (``-actorder``: columns in act-order); always calibrated."""
+    return _int4.variant_settings(_int4.parse_variant(variant, variants=VARIANTS, title=SPEC.title))
+
+
 def convert(
     *,
     source_dir: Path,
@@ -62,14 +63,19 @@ def convert(
     variant: str,
     calibration: CalibrationSet | None,
     progress: bool = True,
+    model_name: str | None = None,
+    shared_dir: Path | None = None,
     device: str = "auto",
 ) -> dict:
-    """Quantize ``source_dir`` with GPTQ into ``out_dir`` (an empty dir the caller owns); manifest details back."""
+    """Quantize ``source_dir`` with GPTQ into ``out_dir`` (an empty dir the caller owns); manifest details back.
+
+    ``model_name`` and ``shared_dir`` are part of the converter protocol (``convert.formats.Converter``) and
+    unused here: the files have fixed names and each variant is built from the source alone."""
     source_dir, out_dir = Path(source_dir), Path(out_dir)
-    settings = _layerwise.parse_variant(variant, variants=VARIANTS)
-    source_config = _layerwise.check_source(source_dir=source_dir, group_size=settings.group_size)
-    samples = _layerwise.check_calibration(calibration)
-    torch_device = _layerwise.pick_device(device)
+    settings = _int4.parse_variant(variant, variants=VARIANTS, title=SPEC.title)
+    source_config = _int4.check_source(source_dir=source_dir, group_size=settings.group_size)
+    samples = _int4.check_calibration(calibration)
+    torch_device = _int4.pick_device(device)
     damping = {}
 
     def quantize_and_pack(*, layer, index, hidden, runner):
@@ -80,11 +86,11 @@ def convert(
         return {name: pack_gptq(result.quantized) for name, result in results.items()}, hidden
 
     started = time.perf_counter()
-    _layerwise.quantize_layers(source_dir=source_dir, out_dir=out_dir, samples=samples, device=torch_device,
-                               quantize_layer=quantize_and_pack, desc=f"GPTQ {variant}", progress=progress)
+    _int4.quantize_layers(source_dir=source_dir, out_dir=out_dir, samples=samples, device=torch_device,
+                          quantize_layer=quantize_and_pack, desc=f"GPTQ {variant}", progress=progress)
     quantization = quantization_config(settings)
-    _layerwise.write_config(source_config=source_config, out_dir=out_dir, quantization_config=quantization)
-    _layerwise.copy_tokenizer_files(source_dir=source_dir, out_dir=out_dir)
+    _int4.write_config(source_config=source_config, out_dir=out_dir, quantization_config=quantization)
+    _int4.copy_tokenizer_files(source_dir=source_dir, out_dir=out_dir)
     return {
         "quantization": {**quantization, "method": METHOD},
         "damp_percent_raised": damping,
@@ -95,7 +101,7 @@ def convert(
     }
 
 
-def quantization_config(settings: _layerwise.Variant) -> dict:
+def quantization_config(settings: _int4.Variant) -> dict:
     """config.json's ``quantization_config`` for the GPTQ v1 layout (what transformers' GPTQConfig reads)."""
     return {
         "quant_method": "gptq",
@@ -112,7 +118,7 @@ def quantization_config(settings: _layerwise.Variant) -> dict:
     }
 
 
-def quantize_layer(*, layer, hidden: list[torch.Tensor], runner: _layerwise.LayerRunner, settings: _layerwise.Variant) -> dict[str, GptqResult]:
+def quantize_layer(*, layer, hidden: list[torch.Tensor], runner: LayerRunner, settings: _int4.Variant) -> dict[str, GptqResult]:
     """GPTQ every linear of one decoder layer, group by group; the layer's weights become the quantized ones."""
     results = {}
     for group in SEQUENTIAL_GROUPS:
@@ -132,7 +138,7 @@ def quantize_layer(*, layer, hidden: list[torch.Tensor], runner: _layerwise.Laye
     return results
 
 
-def collect_hessian(*, layer, hidden: list[torch.Tensor], runner: _layerwise.LayerRunner, module_name: str) -> torch.Tensor:
+def collect_hessian(*, layer, hidden: list[torch.Tensor], runner: LayerRunner, module_name: str) -> torch.Tensor:
     """``H = 2/N · Σ x xᵀ`` (float32 ``[in, in]``) over the N calibration tokens entering ``layer.<module_name>``."""
     columns = layer.get_submodule(module_name).in_features
     hessian = torch.zeros(columns, columns, dtype=torch.float32, device=runner.device)

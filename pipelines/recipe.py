@@ -208,11 +208,11 @@ def parse_variant(value: object, *, key: str) -> VariantSpec:
                               "imatrix types also as <TYPE>-noimatrix)") from None
         return VariantSpec(format="gguf", variant=variant, bits=gguf_bits(quant_type))
     if fmt in ("gptq", "awq"):
-        from convert import _layerwise
+        from convert import _int4
 
         valid = _format_variants(fmt)
         try:
-            settings = _layerwise.parse_variant(variant, variants=valid)
+            settings = _int4.parse_variant(variant, variants=valid, title=fmt.upper())
         except ValueError:
             raise RecipeError(f"{key}: unknown {fmt.upper()} variant {variant!r}; valid: {', '.join(valid)}") from None
         return VariantSpec(format=fmt, variant=variant, bits=settings.bits)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convert import _layerwise, awq
+from convert import awq
+from convert.checkpoint import LINEAR_NAMES, LayerRunner
 from convert._packing import unpack_awq
 from convert.calibration import CalibrationSet, CalibrationSpec
 from quant_support import assert_generates, assert_runtime_serves_4bit, load_with_transformers, read_tensors
@@ -34,7 +35,7 @@ def _layer_and_inputs(*, seed=0, outlier_channels=(3, 77, 200)):
         states = torch.randn(1, length, 256, generator=generator)
         states[..., list(outlier_channels)] *= 20
         hidden.append(states)
-    return layer, hidden, _layerwise.LayerRunner(config=config, device=torch.device("cpu"))
+    return layer, hidden, LayerRunner(config=config, device=torch.device("cpu"))
 
 
 def test_the_written_tensors_dequantize_to_exactly_the_weights_awq_chose():
@@ -62,7 +63,7 @@ def test_awq_layer_is_closer_to_the_float_layer_than_round_to_nearest():
     reference = runner.forward(layer, hidden)
 
     rtn_layer, _, _ = _layer_and_inputs()
-    for name in _layerwise.LINEAR_NAMES:
+    for name in LINEAR_NAMES:
         module = rtn_layer.get_submodule(name)
         module.weight.data = awq.fake_quantize(module.weight.data, group_size=128)
 
@@ -100,7 +101,7 @@ def _calibration(ids):
 def test_awq_has_no_act_order_variant_and_says_which_exist(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(ValueError, match=re.escape("unknown variant '4bit-g128-actorder'; choose one of: 4bit-g128, 4bit-g64, 4bit-g32")):
+    with pytest.raises(ValueError, match=re.escape("unknown AWQ variant '4bit-g128-actorder'; valid: 4bit-g128, 4bit-g64, 4bit-g32")):
         awq.convert(source_dir=tmp_path, out_dir=out, variant="4bit-g128-actorder", calibration=_calibration([[1, 2]]), progress=False)
     assert list(out.iterdir()) == []
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from convert import gguf as gguf_convert
+from convert import hf_to_gguf, imatrix as imatrix_module
 from convert.calibration import CalibrationSet, CalibrationSpec, build_calibration
 from convert.ollama import STOP_STRINGS, TEMPLATE, render_modelfile
 from invoker.chat_template import CHAT_TEMPLATE
@@ -67,7 +68,7 @@ def test_variant_names_parse_and_unknown_ones_list_the_valid_choices():
 def test_every_quant_type_names_a_llama_cpp_file_type():
     import llama_cpp
 
-    for name, (constant, _, _) in gguf_convert.QUANT_TYPES.items():
+    for name, (constant, *_) in gguf_convert.QUANT_TYPES.items():
         assert isinstance(getattr(llama_cpp, constant), int), name
 
 
@@ -150,7 +151,7 @@ def test_without_converter_or_network_conversion_names_the_fetch_command(tmp_pat
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")  # no configured mirrors or find-links
     monkeypatch.setenv("PIP_FIND_LINKS", str(nowhere))
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # nothing listens on port 9
-    monkeypatch.setattr(gguf_convert, "default_converter_dir", lambda version: tmp_path / f"converter-{version}")
+    monkeypatch.setattr(hf_to_gguf, "default_converter_dir", lambda version: tmp_path / f"converter-{version}")
     out = tmp_path / "out"
     out.mkdir()
     command = re.escape(f"{sys.executable} -m convert.gguf --fetch-converter")
@@ -173,10 +174,10 @@ def test_imatrix_layer_by_layer_equals_hooks_on_the_whole_model(tiny_random_mode
     import torch
     from transformers import AutoModelForCausalLM
 
-    imatrix = gguf_convert.compute_imatrix(source_dir=tiny_random_model, calibration=calibration, progress=False)
+    imatrix = imatrix_module.compute_imatrix(source_dir=tiny_random_model, calibration=calibration, progress=False)
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_random_model), dtype=torch.float32).eval()
-    names = gguf_convert.gguf_weight_names(n_layers=model.config.num_hidden_layers)
+    names = imatrix_module.gguf_weight_names(n_layers=model.config.num_hidden_layers)
     expected: dict[str, torch.Tensor] = {}
 
     def record(name):
@@ -203,14 +204,14 @@ def test_imatrix_layer_by_layer_equals_hooks_on_the_whole_model(tiny_random_mode
 def test_imatrix_file_is_llama_cpp_gguf_imatrix_format(tmp_path):
     import gguf
 
-    imatrix = gguf_convert.Imatrix(
+    imatrix = imatrix_module.Imatrix(
         sums={"blk.0.attn_q.weight": np.array([1.0, 4.0, 9.0], dtype=np.float32),
               "blk.0.ffn_up.weight": np.array([2.0, 2.0], dtype=np.float32)},
         counts={"blk.0.attn_q.weight": 3, "blk.0.ffn_up.weight": 2},
         chunk_count=2,
         chunk_size=512,
     )
-    path = gguf_convert.write_imatrix(imatrix, tmp_path / "imatrix.gguf", dataset="calibration xyz", arch="llama")
+    path = imatrix_module.write_imatrix(imatrix, tmp_path / "imatrix.gguf", dataset="calibration xyz", arch="llama")
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.type"].contents() == "imatrix"
     assert reader.fields["imatrix.datasets"].contents() == ["calibration xyz"]
@@ -224,11 +225,11 @@ def test_imatrix_file_is_llama_cpp_gguf_imatrix_format(tmp_path):
     np.testing.assert_array_equal(np.ravel(tensors["blk.0.attn_q.weight.counts"].data), [3.0])
     np.testing.assert_allclose(imatrix.importance("blk.0.attn_q.weight"), [1 / 3, 4 / 3, 3.0], rtol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == ["imatrix.gguf"]
-    again = gguf_convert.read_imatrix(path, expect_dataset="calibration xyz")
+    again = imatrix_module.read_imatrix(path, expect_dataset="calibration xyz")
     assert again.counts == imatrix.counts and (again.chunk_count, again.chunk_size) == (2, 512)
     np.testing.assert_array_equal(again.sums["blk.0.ffn_up.weight"], imatrix.sums["blk.0.ffn_up.weight"])
     with pytest.raises(ValueError, match="not from this calibration set"):
-        gguf_convert.read_imatrix(path, expect_dataset="another set")
+        imatrix_module.read_imatrix(path, expect_dataset="another set")
 
 
 # --- the Ollama Modelfile -------------------------------------------------------------------------

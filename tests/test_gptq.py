@@ -114,7 +114,7 @@ def _fake_source(tmp_path: Path, **overrides) -> Path:
 @pytest.mark.parametrize(
     ("overrides", "variant", "ids", "message"),
     [
-        ({}, "4bit-g100", [[1, 2, 3]], "unknown variant '4bit-g100'; choose one of: 4bit-g128"),
+        ({}, "4bit-g100", [[1, 2, 3]], "unknown GPTQ variant '4bit-g100'; valid: 4bit-g128"),
         ({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}, "4bit-g128", [[1, 2, 3]], "not a Llama decoder"),
         ({"hidden_size": 320}, "4bit-g128", [[1, 2, 3]], "hidden_size = 320 is not a multiple of the group size 128"),
         ({"intermediate_size": 800}, "4bit-g64", [[1, 2, 3]], "intermediate_size = 800 is not a multiple of the group size 64"),

@@ -108,14 +108,13 @@ def test_layer_by_layer_forward_reproduces_the_model(tiny_random_model):
     """The streaming walk (one decoder layer at a time, weights read per layer) computes what the model computes."""
     from transformers import AutoModelForCausalLM
 
-    from convert import _layerwise
-    from convert.gguf import CheckpointReader, load_decoder_layer
+    from convert.checkpoint import CheckpointReader, LayerRunner, embed_samples, load_decoder_layer, model_config
 
     samples = [[1, 5, 9, 13, 200, 7, 3], [1, 42, 43, 44]]
-    config = _layerwise.model_config(tiny_random_model)
+    config = model_config(tiny_random_model)
     weights = CheckpointReader(tiny_random_model)
-    runner = _layerwise.LayerRunner(config=config, device=torch.device("cpu"))
-    hidden = _layerwise.embed_samples(weights=weights, samples=samples)
+    runner = LayerRunner(config=config, device=torch.device("cpu"))
+    hidden = embed_samples(weights=weights, samples=samples)
     for index in range(config.num_hidden_layers):
         hidden = runner.forward(load_decoder_layer(config=config, index=index, weights=weights, device="cpu"), hidden)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_random_model), dtype=torch.float32)

@@ -1,10 +1,10 @@
-"""What GPTQ and AWQ share: check the source cheaply, walk its decoder layers one at a time, write the result.
+"""What GPTQ and AWQ share: their variant names, cheap checks of the source, and writing a 4-bit checkpoint
+one decoder layer at a time.
 
-Streaming: the converters never build the model. Calibration hidden states (float32, on the CPU) go
-through one ``LlamaDecoderLayer`` at a time, its weights read from the safetensors shards when the
-layer's turn comes (``convert.gguf.CheckpointReader``: each read maps and unmaps its shard), and the
-quantized layer is written to its own output shard before the next one is read. Peak memory is one
-layer (float32) plus the calibration activations, whatever the depth.
+Streaming: ``quantize_layers`` runs the converter's per-layer quantization on the shared layer walk
+(``convert.checkpoint.walk_layers``: one decoder layer in memory at a time, its weights read from the
+source's shards when its turn comes) and writes each quantized layer to its own output shard before the
+next one is read. Peak memory is one layer (float32) plus the calibration activations, whatever the depth.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,9 @@ from pathlib import Path
 import torch
 
 from convert.calibration import CalibrationSet
-from convert.gguf import CheckpointReader, load_decoder_layer, read_llama_config
+from convert.checkpoint import CheckpointReader, read_llama_config, walk_layers
+from convert.formats import VariantSettings
 
-LINEAR_NAMES = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
 NORM_NAMES = ("input_layernorm", "post_attention_layernorm")
 OUTSIDE_LAYERS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")  # kept in fp16
 TOKENIZER_FILES = (
@@ -54,18 +45,27 @@ class Variant:
     group_size: int
     act_order: bool
 
+    @property
+    def bits_per_weight(self) -> float:
+        """Codes plus, per group of input columns and output row, an fp16 scale and a packed zero point."""
+        return self.bits + (16 + self.bits) / self.group_size
 
-def parse_variant(variant: str, *, variants: tuple[str, ...]) -> Variant:
+
+def parse_variant(variant: str, *, variants: tuple[str, ...], title: str) -> Variant:
     """``4bit-g128`` -> 4 bits, groups of 128 input columns; ``-actorder`` adds GPTQ's act-order."""
     match = _VARIANT_PATTERN.match(variant) if variant in variants else None
     if match is None:
-        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(variants)}")
+        raise ValueError(f"unknown {title} variant {variant!r}; valid: {', '.join(variants)}")
     return Variant(
         name=variant,
         bits=int(match["bits"]),
         group_size=int(match["group"]),
         act_order=bool(match["actorder"]),
     )
+
+
+def variant_settings(variant: Variant) -> VariantSettings:
+    return VariantSettings(bits_per_weight=variant.bits_per_weight, calibrates=True)
 
 
 def check_source(*, source_dir: Path, group_size: int) -> dict:
@@ -126,90 +126,6 @@ def pick_device(device: str) -> torch.device:
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available to torch {torch.__version__}")
     return torch_device
-
-
-def model_config(source_dir: Path):
-    """transformers' config for the source, set to compute attention with SDPA."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(str(source_dir))
-    config._attn_implementation = "sdpa"
-    return config
-
-
-def embed_samples(*, weights: CheckpointReader, samples: list[list[int]]) -> list[torch.Tensor]:
-    """Each sample's input embeddings, float32 ``[1, tokens, hidden]`` on the CPU."""
-    table = weights.tensor("model.embed_tokens.weight")
-    vocab = table.shape[0]
-    for number, ids in enumerate(samples):
-        if max(ids) >= vocab or min(ids) < 0:
-            raise ValueError(f"calibration sample {number} has token ids outside the model's vocabulary of {vocab}")
-    return [table[torch.tensor(ids)].float().unsqueeze(0) for ids in samples]
-
-
-class LayerRunner:
-    """Runs one decoder layer (or a part of it) over the calibration samples, one sample at a time.
-
-    Hidden states live on the CPU; each sample visits ``device`` for its forward pass.
-    """
-
-    def __init__(self, *, config, device: torch.device) -> None:
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-        self.config = config
-        self.device = device
-        self.rotary = LlamaRotaryEmbedding(config=config).to(device)
-
-    def attention_inputs(self, states: torch.Tensor) -> dict:
-        """Causal mask, positions and rotary embeddings for one sample (what a layer's forward needs besides states)."""
-        from transformers.masking_utils import create_causal_mask
-
-        positions = torch.arange(states.shape[1], device=self.device).unsqueeze(0)
-        mask = create_causal_mask(
-            config=self.config, inputs_embeds=states, attention_mask=None, past_key_values=None, position_ids=positions
-        )
-        return {"attention_mask": mask, "position_ids": positions, "position_embeddings": self.rotary(states, positions)}
-
-    def forward(self, layer, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The layer's outputs for every sample (float32, CPU)."""
-        outputs = []
-        with torch.inference_mode():
-            for states in hidden:
-                states = states.to(self.device)
-                outputs.append(layer(states, **self.attention_inputs(states)).float().cpu())
-        return outputs
-
-    def capture_inputs(self, layer, hidden: list[torch.Tensor], *, module_names: tuple[str, ...],
-                       consume: Callable[[str, torch.Tensor], None]) -> None:
-        """For every sample, hand the input of each ``layer.<name>`` (float32 ``[tokens, features]``) to
-        ``consume(name, inputs)``. ``module_names`` are in execution order: each forward pass stops at
-        the last one, as nothing after it is needed."""
-        last = module_names[-1]
-
-        def hook_for(name: str):
-            def hook(_module, args):
-                consume(name, args[0].reshape(-1, args[0].shape[-1]).float())
-                if name == last:
-                    raise _InputCaptured
-
-            return hook
-
-        handles = [layer.get_submodule(name).register_forward_pre_hook(hook_for(name)) for name in module_names]
-        try:
-            with torch.inference_mode():
-                for states in hidden:
-                    states = states.to(self.device)
-                    try:
-                        layer(states, **self.attention_inputs(states))
-                    except _InputCaptured:
-                        pass
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-class _InputCaptured(Exception):
-    """Raised by a capture hook to end a forward pass once the input it wanted has been seen."""
 
 
 def norm_tensors(*, layer, index: int) -> dict[str, torch.Tensor]:
@@ -273,26 +189,22 @@ def quantize_layers(
     desc: str,
     progress: bool,
 ) -> None:
-    """The walk both converters share: embed the samples, then for each decoder layer in turn read its
-    weights, hand it to ``quantize_layer(layer=, index=, hidden=, runner=)`` — which returns the packed tensors
-    per linear (``{"self_attn.q_proj": {"qweight": …, …}}``) and the hidden states the next layer calibrates
-    on — and write its shard (with the layer's norms as they are afterwards); last the tensors outside the
-    layers. One layer is in memory at a time."""
-    from tqdm import tqdm
-
-    config = model_config(source_dir)
-    weights = CheckpointReader(source_dir)
-    hidden = embed_samples(weights=weights, samples=samples)
-    runner = LayerRunner(config=config, device=device)
+    """Write the quantized checkpoint: for each decoder layer in turn (``walk_layers``), ``quantize_layer(layer=,
+    index=, hidden=, runner=)`` returns the packed tensors per linear (``{"self_attn.q_proj": {"qweight": …, …}}``)
+    and the hidden states the next layer calibrates on; the layer's shard is written (with its norms as they
+    are afterwards) before the next layer is read. Last, the tensors outside the layers."""
     writer = ShardWriter(out_dir)
-    for index in tqdm(range(config.num_hidden_layers), desc=desc, unit="layer", disable=not progress, file=sys.stderr):
-        layer = load_decoder_layer(config=config, index=index, weights=weights, device=device)
+
+    def quantize_and_write(*, layer, index, hidden, runner):
         packed, hidden = quantize_layer(layer=layer, index=index, hidden=hidden, runner=runner)
         tensors = norm_tensors(layer=layer, index=index)
         for name, values in packed.items():
             tensors.update({f"model.layers.{index}.{name}.{key}": value for key, value in values.items()})
         writer.write(tensors)
-        del layer, packed, tensors
+        return hidden
+
+    weights = walk_layers(source_dir=source_dir, samples=samples, device=device, on_layer=quantize_and_write,
+                          desc=desc, progress=progress)
     writer.write(outside_layer_tensors(weights=weights))
     writer.finish()
 
