@@ -89,6 +89,51 @@ def test_a_grammar_constrains_the_output(runtime):
 
 
 @pytest.mark.e2e
+def test_checking_the_free_draw_picks_what_masking_first_would(runtime, monkeypatch):
+    """Greedy under a grammar: checking the unconstrained pick and masking only on rejection gives the
+    same tokens as masking the whole vocabulary at every step."""
+    from invoker.constrain import answer_grammar
+    from invoker.functions import validate_functions
+    from invoker.runtimes.llamacpp_runtime import _Sampler
+
+    functions = validate_functions([{"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 12}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"]}}])
+    for choice in ("auto", "function"):
+        answer = answer_grammar(functions, choice=choice, name="get_weather")
+        params = GenerationParams(max_tokens=80, grammar=answer.grammar)
+        fast = generate(runtime, PROMPT, params)
+        with monkeypatch.context() as patch:
+            patch.setattr(_Sampler, "grammar_allows", lambda self, token: False)  # mask at every step
+            masked = generate(runtime, PROMPT, params)
+        assert fast == masked
+
+
+@pytest.mark.e2e
+def test_sampled_constrained_calls_always_parse_and_validate(runtime):
+    import json
+
+    from invoker.constrain import answer_grammar
+    from invoker.functions import validate_arguments, validate_functions
+    from invoker.parse import parse_completion
+
+    # A random model at temperature 1.5: most free draws are rejected, so the masked redraw runs often.
+    # (No maxLength: llama.cpp's grammar counts code points, and byte-fallback tokens can still form
+    # invalid UTF-8 that decodes to U+FFFD — with or without the free draw.)
+    functions = validate_functions([{"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer"}}, "required": ["city", "unit"]}}])
+    answer = answer_grammar(functions, choice="function", name="get_weather")
+    for seed in range(6):
+        result = generate(runtime, PROMPT, GenerationParams(temperature=1.5, seed=seed, max_tokens=120, grammar=answer.grammar))
+        if result.finish_reason != "stop":
+            continue
+        parsed = parse_completion(answer.prefill + result.text, functions=functions)
+        assert parsed.kind == "function_call", result.text
+        assert validate_arguments(json.loads(parsed.arguments), function=functions[0]) == []
+
+
+@pytest.mark.e2e
 def test_closing_the_stream_stops_generation(runtime):
     stream = runtime.stream(PROMPT, GenerationParams(max_tokens=50, ignore_eos=True))
     next(stream)

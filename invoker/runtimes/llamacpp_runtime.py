@@ -63,6 +63,7 @@ class LlamaCppRuntime:
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._token_bytes = token_bytes_table(self._vocab, n_vocab=llama.n_vocab())
         self._streaming = False
+        self._candidates = None  # the whole vocabulary as sampler candidates, for the rare masked draw
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0) -> "LlamaCppRuntime":
@@ -159,14 +160,13 @@ class LlamaCppRuntime:
     def _new_sampler(self, params: GenerationParams) -> "_Sampler":
         import llama_cpp
 
-        sampler = _Sampler(llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params()))
-        chain = sampler.chain
+        grammar = None
         if params.grammar is not None:
             grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, params.grammar.encode("utf-8"), b"root")
             if not grammar:
-                sampler.close()
                 raise ValueError("grammar: llama.cpp could not parse this GBNF grammar (root rule 'root')")
-            llama_cpp.llama_sampler_chain_add(chain, grammar)
+        sampler = _Sampler(llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params()), grammar)
+        chain = sampler.chain
         if params.temperature == 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         else:
@@ -176,6 +176,38 @@ class LlamaCppRuntime:
             seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed % llama_cpp.LLAMA_DEFAULT_SEED
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
         return sampler
+
+    def _sample(self, sampler: "_Sampler") -> int:
+        """The next token. Under a grammar, the token is drawn freely first and only checked against the
+        grammar (one candidate, cheap); only when the grammar rejects it is the whole vocabulary masked
+        and the token drawn again — as llama.cpp's own common sampler does. Greedy picks the same token
+        as masking first would; sampling draws from exactly the masked distribution (a rejected draw
+        is redrawn from it), but pays for the mask only on rejected tokens."""
+        import llama_cpp
+
+        token = llama_cpp.llama_sampler_sample(sampler.chain, self.llama.ctx, -1)
+        if sampler.grammar is None:
+            return token
+        if not sampler.grammar_allows(token):
+            token = self._sample_masked(sampler)
+        llama_cpp.llama_sampler_accept(sampler.grammar, token)
+        return token
+
+    def _sample_masked(self, sampler: "_Sampler") -> int:
+        import llama_cpp
+        import numpy as np
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        n_vocab = self.llama.n_vocab()
+        if self._candidates is None:
+            self._candidates = LlamaTokenDataArray(n_vocab=n_vocab)
+        candidates = self._candidates
+        candidates.copy_logits(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llama.ctx, -1), shape=(n_vocab,)))
+        llama_cpp.llama_sampler_apply(sampler.grammar, ctypes.byref(candidates.candidates))
+        llama_cpp.llama_sampler_apply(sampler.chain, ctypes.byref(candidates.candidates))
+        token = int(candidates.candidates_data.id[candidates.candidates.selected])
+        llama_cpp.llama_sampler_accept(sampler.chain, token)
+        return token
 
     def _decode_loop(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Chunk]:
         import llama_cpp
@@ -192,7 +224,7 @@ class LlamaCppRuntime:
         try:
             self._evaluate_prompt(prompt_ids)
             while completion_tokens < budget:
-                token = llama_cpp.llama_sampler_sample(sampler.chain, self.llama.ctx, -1)
+                token = self._sample(sampler)
                 completion_tokens += 1
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token) and not params.ignore_eos:
                     finish_reason = "stop"
@@ -231,17 +263,31 @@ def _log_softmax(logits: "np.ndarray") -> "np.ndarray":
 
 
 class _Sampler:
-    """Owns a llama.cpp sampler chain (and the samplers added to it) until ``close``."""
+    """Owns one request's llama.cpp sampler chain and, apart from it, its grammar sampler, until ``close``."""
 
-    def __init__(self, chain) -> None:
+    def __init__(self, chain, grammar=None) -> None:
         self.chain = chain
+        self.grammar = grammar
+
+    def grammar_allows(self, token: int) -> bool:
+        """Whether the grammar accepts ``token`` next: the grammar sampler applied to that one candidate."""
+        import llama_cpp
+
+        one = (llama_cpp.llama_token_data * 1)()
+        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
+        array = llama_cpp.llama_token_data_array(data=ctypes.cast(one, llama_cpp.llama_token_data_p), size=1,
+                                                 selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        return one[0].logit != float("-inf")
 
     def close(self) -> None:
         import llama_cpp
 
-        if self.chain is not None:
-            llama_cpp.llama_sampler_free(self.chain)
-            self.chain = None
+        for name in ("chain", "grammar"):
+            sampler = getattr(self, name)
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+                setattr(self, name, None)
 
 
 def find_gguf(path: Path) -> Path:
