@@ -1,22 +1,27 @@
 """The artifact manifest: what a variant dir holds, where it came from, and how it did (contract).
 
 Every variant dir (``out/<model>/<variant>/``) carries ``manifest.json``; the gate, the report,
-the model card and publish read nothing else. See docs/MANIFEST.md for each field.
+the model card and publish read nothing else. See docs/MANIFEST.md for each field. ``read_manifest``
+gives the validated JSON object; ``load_manifest`` the same as a ``Manifest``, which also holds the
+one definition of what the report, the cards and publish derive from it: the gated suite, the
+weight bytes, whether it may be published.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from invoker.files import sha256_file, sha256_text, write_json_atomic
+from invoker.runtimes import FORMATS  # a manifest's format is one a runtime loads
 
 MANIFEST_NAME = "manifest.json"
-FORMATS = ("fp16", "gguf", "gptq", "awq")
 REQUIRED_KEYS = ("format", "variant", "source", "calibration", "tools", "files", "eval", "bench", "verified", "gate")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+NOT_WEIGHTS = ("imatrix.gguf",)  # kept beside the weights but not weights: llama.cpp's importance matrix
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -49,8 +54,9 @@ def validate_manifest(manifest: dict) -> list[str]:
     problems = [f"{key}: missing" for key in REQUIRED_KEYS if key not in manifest]
     if "format" in manifest and manifest["format"] not in FORMATS:
         problems.append(f"format: {manifest['format']!r} is not one of {', '.join(FORMATS)}")
-    if "verified" in manifest and not isinstance(manifest["verified"], bool):
-        problems.append("verified: must be true or false")
+    for key in ("verified", "release"):
+        if key in manifest and not isinstance(manifest[key], bool):
+            problems.append(f"{key}: must be true or false")
     for key in ("source", "calibration", "tools", "files", "eval", "bench", "gate"):
         if key in manifest and not isinstance(manifest[key], dict):
             problems.append(f"{key}: must be an object")
@@ -114,8 +120,10 @@ def check_artifact(path: str | Path, *, refuse: bool, warn) -> None:
         warn(f"{problem}; loading it anyway (--verify refuses)")
 
 
-def write_manifest(variant_dir: str | Path, manifest: dict) -> Path:
+def write_manifest(variant_dir: str | Path, manifest: dict | Manifest) -> Path:
     """Validate and atomically write ``variant_dir/manifest.json``."""
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
     problems = validate_manifest(manifest)
     if problems:
         raise ManifestError(f"{Path(variant_dir) / MANIFEST_NAME}: " + "; ".join(problems))
@@ -137,3 +145,97 @@ def read_manifest(variant_dir: str | Path) -> dict:
     if problems:
         raise ManifestError(f"{path}: " + "; ".join(problems))
     return manifest
+
+
+def load_manifest(variant_dir: str | Path) -> Manifest:
+    """``read_manifest`` as a ``Manifest``."""
+    return Manifest.from_dict(read_manifest(variant_dir))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest, typed. Fields are docs/MANIFEST.md's; keys it does not name are kept in ``extra``
+    and written back by ``to_dict`` in their place."""
+
+    format: str
+    variant: str
+    source: dict
+    calibration: dict
+    tools: dict
+    files: dict[str, FileEntry]
+    eval: dict[str, dict]
+    bench: dict[str, dict]
+    verified: bool
+    gate: dict
+    conversion: dict = field(default_factory=dict)
+    release: bool | None = None  # set by the gate stage: False for a variant the recipe keeps out of a release
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        problems = validate_manifest(data)
+        if problems:
+            raise ManifestError("; ".join(problems))
+        named = {key: data[key] for key in (*REQUIRED_KEYS, "conversion", "release") if key in data}
+        named["files"] = {name: FileEntry(sha256=entry["sha256"], bytes=entry["bytes"]) for name, entry in data["files"].items()}
+        return cls(**named, extra={key: value for key, value in data.items() if key not in named})
+
+    def to_dict(self) -> dict:
+        data = {key: getattr(self, key) for key in REQUIRED_KEYS}
+        data["files"] = {name: {"sha256": entry.sha256, "bytes": entry.bytes} for name, entry in self.files.items()}
+        data["conversion"] = self.conversion
+        if self.release is not None:
+            data["release"] = self.release
+        return {**data, **self.extra}
+
+    @property
+    def gated_suite(self) -> str | None:
+        """The suite the gate judged this variant on; before gating, the one it will judge (the first evaluated)."""
+        return self.gate.get("suite") or next(iter(self.eval), None)
+
+    def metrics(self, suite: str | None = None) -> dict:
+        """The eval results on ``suite`` (default: the gated suite); {} when it was not evaluated."""
+        return self.eval.get(suite or self.gated_suite) or {}
+
+    def metric(self, key: str, suite: str | None = None) -> float | None:
+        value = self.metrics(suite).get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
+    def weight_files(self) -> list[str]:
+        """The model's weights: ``*.safetensors``, ``*.bin``, the model ``.gguf`` (not what merely sits beside them)."""
+        return [name for name in self.files if Path(name).suffix in WEIGHT_SUFFIXES and Path(name).name not in NOT_WEIGHTS]
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.files[name].bytes for name in self.weight_files)
+
+    @property
+    def size_bytes(self) -> int:
+        """Every file of the variant dir (tokenizer, imatrix, Modelfile included)."""
+        return sum(entry.bytes for entry in self.files.values())
+
+    @property
+    def parameters(self) -> int | None:
+        return self.source.get("parameters")
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        """8 × weight bytes / the source's parameter count (None without a count)."""
+        parameters, weight_bytes = self.parameters, self.weight_bytes
+        return round(8 * weight_bytes / parameters, 3) if parameters and weight_bytes else None
+
+    @property
+    def gate_reason(self) -> str:
+        return self.gate.get("reason") or "no gate verdict recorded"
+
+    @property
+    def publishable(self) -> bool:
+        """Verified by the gate and not kept out of the release by the recipe."""
+        return self.verified is True and self.release is not False

@@ -81,8 +81,8 @@ def bench(
         "hardware": hardware(),
         "versions": library_versions(),
     }
-    decode_bytes = getattr(getattr(runtime, "info", None), "decode_bytes", None)
-    if runtime.format == "gguf" and decode_bytes:
+    decode_bytes = getattr(getattr(runtime, "info", None), "decode_bytes", None)  # a runtime that knows it (llama.cpp)
+    if decode_bytes:
         result["memory_bandwidth"] = bandwidth_ratio(
             decode_tok_s=result["decode_tok_s"], bytes_per_token=decode_bytes, threads=used_threads
         )

@@ -147,12 +147,13 @@ def add_fidelity_command(commands) -> None:
 
 
 def run_fidelity(args: argparse.Namespace) -> int:
+    from convert.formats import BASELINE
     from invoker.runtimes import detect_format, load_runtime
     from pipelines.eval import load_suite
     from pipelines.fidelity import format_summary, load_or_build_reference, score_variant
 
     detect_format(args.path)
-    if detect_format(args.reference) != "fp16":
+    if detect_format(args.reference) != BASELINE.name:
         raise ValueError(f"{args.reference}: the reference must be an fp16 checkpoint")
     records = load_suite(args.suite, limit=args.limit)
     reference = load_or_build_reference(fp16_dir=args.reference, records=records, top_k=args.top_k)
@@ -286,6 +287,8 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def add_quantize_command(commands) -> None:
+    from convert.formats import FORMATS
+
     parser = commands.add_parser(
         "quantize",
         help="build, evaluate, benchmark and gate every variant of a recipe, then write the report",
@@ -296,7 +299,8 @@ def add_quantize_command(commands) -> None:
                         help="recipe file (default: pipelines/recipes/tiny-invoker.toml)")
     parser.add_argument("--model", metavar="PATH_OR_ID", help="replace the recipe's source: a local checkpoint dir or a Hub id")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output dir for this model (default: out/<recipe name>)")
-    parser.add_argument("--only", type=_formats, metavar="FORMAT[,FORMAT]", help="build only these formats (gguf, gptq, awq); fp16 always")
+    parser.add_argument("--only", type=_formats, metavar="FORMAT[,FORMAT]",
+                        help=f"build only these formats ({', '.join(FORMATS)}); fp16 always")
     parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="convert/evaluate N variants in parallel processes (default: 1)")
     parser.add_argument("--force", action="store_true", help="redo every stage even when its inputs are unchanged")
     parser.set_defaults(run=run_quantize)
@@ -329,10 +333,12 @@ def _print_report_table(rows: dict, *, title: str) -> None:
 
 
 def _formats(text: str) -> tuple[str, ...]:
+    from convert.formats import FORMATS
+
     formats = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [fmt for fmt in formats if fmt not in ("gguf", "gptq", "awq")]
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
     if not formats or unknown:
-        raise argparse.ArgumentTypeError(f"formats are gguf, gptq, awq (comma-separated), got {text!r}")
+        raise argparse.ArgumentTypeError(f"formats are {', '.join(FORMATS)} (comma-separated), got {text!r}")
     return formats
 
 

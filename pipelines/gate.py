@@ -10,26 +10,29 @@ that too. The verdict and its reason are returned either way (written to the man
 
 from __future__ import annotations
 
+from invoker.manifest import Manifest
 from pipelines.recipe import GateSettings
 
 EPSILON = 1e-9  # rates are ratios of small integers; compare with a tolerance, not exactly
 
 
-def gate_variant(*, manifest: dict, baseline: dict | None, settings: GateSettings, suite: str, bits: int) -> dict:
+def gate_variant(*, manifest: Manifest, baseline: Manifest | None, settings: GateSettings, suite: str,
+                 bits_per_weight: float) -> dict:
     """``{"verified", "reason", "checks", "thresholds", "suite", "baseline"}`` for one variant's manifest.
 
     ``baseline`` is fp16's manifest (None when fp16 has none yet); gating fp16 itself compares it with itself.
+    ``bits_per_weight`` (the variant's nominal figure, ``convert.formats``) picks the ratio.
     """
-    ratio = settings.ratio_for(bits)
+    ratio = settings.ratio_for(bits_per_weight)
     thresholds = {"call_accuracy_ratio": ratio, "json_valid_rate": settings.json_valid_rate,
-                  "weak_baseline": settings.weak_baseline, "bits": bits}
+                  "weak_baseline": settings.weak_baseline, "bits_per_weight": bits_per_weight}
     verdict = {"suite": suite, "thresholds": thresholds, "baseline": None, "checks": []}
-    metrics = (manifest.get("eval") or {}).get(suite)
-    if not metrics or not metrics.get("n"):
+    metrics = manifest.metrics(suite)
+    if not metrics.get("n"):
         return {**verdict, "verified": False, "reason": f"not verified: no eval of suite {suite!r} in the manifest "
                                                           "(the variant did not load or its eval did not run)"}
-    base = ((baseline or {}).get("eval") or {}).get(suite)
-    if not base or not base.get("n"):
+    base = baseline.metrics(suite) if baseline is not None else {}
+    if not base.get("n"):
         return {**verdict, "verified": False, "reason": f"not verified: fp16 has no eval of suite {suite!r} to compare with"}
     verdict["baseline"] = {key: base.get(key) for key in ("call_accuracy", "name_accuracy", "json_valid_rate")}
     checks = [

@@ -1,26 +1,32 @@
 """Recipes: one TOML file per model naming what `invoker-pack quantize` builds, checks and measures.
 
-A recipe is read and validated whole before any work starts; every problem is reported with the
-key it sits under (``variants[2]: unknown GGUF variant 'Q9'; valid: …``). Format: docs/PIPELINE.md.
+A recipe is read and validated whole before any work starts: every section is checked and every
+problem reported at once, each with the key it sits under (``variants[2]: unknown GGUF variant 'Q9';
+valid: …``; ``eval.suites[1]: …``; ``calibration.general_text: …: no such file``). Variant names are
+parsed by their format's entry in the registry (``convert.formats``). Format: docs/PIPELINE.md.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convert.calibration import CalibrationSpec
+from convert.formats import FORMATS, FormatSpec
 
-FORMAT_PREFIXES = ("gguf", "gptq", "awq")
-COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-TOP_LEVEL_KEYS = ("name", "source", "variants", "calibration", "eval", "bench", "gate")
+TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "eval", "bench", "gate")
 
 
 class RecipeError(ValueError):
-    """A recipe that cannot be run; the message names the file and the key."""
+    """A recipe that cannot be run; the message names the file and, for each problem, its key."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,9 @@ class VariantSpec:
 
     format: str
     variant: str
-    bits: int  # nominal bits of the quantized linears (16 for F16); picks the gate threshold
+    bits_per_weight: float  # nominal, from the format's registry entry; picks the gate's threshold
+    calibrates: bool  # its conversion uses the calibration set
+    release: bool = True  # False: built and evaluated to compare with, never published (``compare_only``)
 
     @property
     def name(self) -> str:
@@ -51,6 +59,10 @@ class VariantSpec:
     @property
     def dir_name(self) -> str:
         return f"{self.format}-{self.variant}"
+
+    @property
+    def spec(self) -> FormatSpec:
+        return FORMATS[self.format]
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,8 @@ class GateSettings:
     weak_baseline: float = 0.20
     suite: str | None = None  # the suite gated on; default: the first eval suite
 
-    def ratio_for(self, bits: int) -> float:
-        return self.ratio_8bit if bits >= 8 else self.ratio_4bit
+    def ratio_for(self, bits_per_weight: float) -> float:
+        return self.ratio_8bit if bits_per_weight >= 8 else self.ratio_4bit
 
     def to_dict(self) -> dict:
         return {"ratio_8bit": self.ratio_8bit, "ratio_4bit": self.ratio_4bit, "json_valid_rate": self.json_valid_rate,
@@ -137,26 +149,35 @@ def source_override(*, source: object, model: str) -> dict:
 
 
 def parse_recipe(data: dict, *, path: Path | None = None) -> Recipe:
-    """Validate a recipe's parsed TOML; the first problem raises ``RecipeError`` naming its key."""
+    """Validate a recipe's parsed TOML; every problem found is raised at once in one ``RecipeError``, each
+    naming its key."""
+    problems: list[str] = []
+
+    def checked(parse: Callable, *args, **kwargs):
+        try:
+            return parse(*args, **kwargs)
+        except RecipeError as err:
+            problems.extend(err.problems)
+            return None
+
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise RecipeError(f"{unknown[0]}: unknown key; valid: {', '.join(TOP_LEVEL_KEYS)}")
-    source = parse_source(data.get("source"))
-    name = data.get("name", source.path.name if source.path is not None else source.hub.split("/")[-1])
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
-        raise RecipeError(f"name: must be a plain dir name (letters, digits, '_', '.', '-'), got {name!r}")
-    eval_settings = parse_eval(_table(data, "eval"))
-    gate = parse_gate(_table(data, "gate"), suites=eval_settings.suites)
-    return Recipe(
-        name=name,
-        source=source,
-        variants=parse_variants(data.get("variants")),
-        calibration=parse_calibration(_table(data, "calibration")),
-        eval=eval_settings,
-        bench=parse_bench(_table(data, "bench")),
-        gate=gate,
-        path=path,
-    )
+    problems += [f"{key}: unknown key; valid: {', '.join(TOP_LEVEL_KEYS)}" for key in unknown]
+    source = checked(parse_source, data.get("source"))
+    name = data.get("name", source and (source.path.name if source.path is not None else source.hub.split("/")[-1]))
+    if name is not None and (not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name)):
+        problems.append(f"name: must be a plain dir name (letters, digits, '_', '.', '-'), got {name!r}")
+    variants = checked(parse_variants, data.get("variants"))
+    if variants is not None and "compare_only" in data:
+        variants = checked(parse_compare_only, data["compare_only"], variants=variants)
+    calibration = checked(parse_calibration, checked(_table, data, "calibration") or {})
+    eval_settings = checked(parse_eval, checked(_table, data, "eval") or {})
+    bench = checked(parse_bench, checked(_table, data, "bench") or {})
+    gate = checked(parse_gate, checked(_table, data, "gate") or {},
+                   suites=eval_settings.suites if eval_settings else None)
+    if problems:
+        raise RecipeError(*problems)
+    return Recipe(name=name, source=source, variants=variants, calibration=calibration, eval=eval_settings,
+                  bench=bench, gate=gate, path=path)
 
 
 def parse_source(value: object) -> Source:
@@ -183,63 +204,71 @@ def parse_source(value: object) -> Source:
 def parse_variants(value: object) -> tuple[VariantSpec, ...]:
     if not isinstance(value, list) or not value:
         raise RecipeError("variants: missing or empty; e.g. variants = [\"gguf:Q4_K_M\", \"gptq:4bit-g128\"]")
-    specs = tuple(parse_variant(item, key=f"variants[{index}]") for index, item in enumerate(value))
-    seen = set()
-    for index, spec in enumerate(specs):
+    specs, problems, seen = [], [], set()
+    for index, item in enumerate(value):
+        try:
+            spec = parse_variant(item, key=f"variants[{index}]")
+        except RecipeError as err:
+            problems += err.problems
+            continue
         if spec.name in seen:
-            raise RecipeError(f"variants[{index}]: {spec.name!r} is listed twice")
+            problems.append(f"variants[{index}]: {spec.name!r} is listed twice")
         seen.add(spec.name)
-    return specs
+        specs.append(spec)
+    if problems:
+        raise RecipeError(*problems)
+    return tuple(specs)
 
 
 def parse_variant(value: object, *, key: str) -> VariantSpec:
-    """``"gguf:Q4_K_M"`` -> VariantSpec; an unknown format or variant names the valid ones."""
+    """``"gguf:Q4_K_M"`` -> VariantSpec, through its format's registry entry; an unknown format or variant
+    names the valid ones."""
     if not isinstance(value, str) or ":" not in value:
-        raise RecipeError(f"{key}: {value!r} is not '<format>:<variant>' (formats: {', '.join(FORMAT_PREFIXES)})")
+        raise RecipeError(f"{key}: {value!r} is not '<format>:<variant>' (formats: {', '.join(FORMATS)})")
     fmt, variant = value.split(":", 1)
-    if fmt == "gguf":
-        from convert.gguf import QUANT_TYPES, VARIANTS, parse_variant as parse_gguf_variant
-
-        try:
-            quant_type, _ = parse_gguf_variant(variant)
-        except ValueError:
-            raise RecipeError(f"{key}: unknown GGUF variant {variant!r}; valid: {', '.join(VARIANTS)} "
-                              f"(or any of {', '.join(t for t in QUANT_TYPES if t not in VARIANTS)}; "
-                              "imatrix types also as <TYPE>-noimatrix)") from None
-        return VariantSpec(format="gguf", variant=variant, bits=gguf_bits(quant_type))
-    if fmt in ("gptq", "awq"):
-        from convert import _int4
-
-        valid = _format_variants(fmt)
-        try:
-            settings = _int4.parse_variant(variant, variants=valid, title=fmt.upper())
-        except ValueError:
-            raise RecipeError(f"{key}: unknown {fmt.upper()} variant {variant!r}; valid: {', '.join(valid)}") from None
-        return VariantSpec(format=fmt, variant=variant, bits=settings.bits)
-    raise RecipeError(f"{key}: unknown format {fmt!r}; valid: {', '.join(FORMAT_PREFIXES)}")
+    if fmt not in FORMATS:
+        raise RecipeError(f"{key}: unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    try:
+        settings = FORMATS[fmt].variant_settings(variant)
+    except ValueError as err:
+        raise RecipeError(f"{key}: {err}") from None
+    return VariantSpec(format=fmt, variant=variant, bits_per_weight=settings.bits_per_weight,
+                       calibrates=settings.calibrates, release=not settings.comparison)
 
 
-def _format_variants(fmt: str) -> tuple[str, ...]:
-    if fmt == "gptq":
-        from convert.gptq import VARIANTS
-    else:
-        from convert.awq import VARIANTS
-    return VARIANTS
-
-
-def gguf_bits(quant_type: str) -> int:
-    """Nominal bits of a llama.cpp type: ``Q4_K_M`` -> 4, ``IQ4_XS`` -> 4, ``Q8_0`` -> 8, ``F16``/``BF16`` -> 16."""
-    match = re.match(r"^I?Q(\d)", quant_type)
-    return int(match[1]) if match else 16
+def parse_compare_only(value: object, *, variants: tuple[VariantSpec, ...]) -> tuple[VariantSpec, ...]:
+    """``compare_only``: the variants built and evaluated only to compare with (never published); it replaces
+    the default, which is every variant its format calls a comparison (GGUF's ``<TYPE>-noimatrix``)."""
+    names = [v.name for v in variants]
+    if not isinstance(value, list):
+        raise RecipeError("compare_only: must be a list of variants, e.g. [\"gguf:Q4_K_M-noimatrix\"] (or [])")
+    problems = [f"compare_only[{index}]: {item!r} is not one of variants ({', '.join(names)})"
+                for index, item in enumerate(value) if item not in names]
+    if problems:
+        raise RecipeError(*problems)
+    return tuple(replace(v, release=v.name not in value) for v in variants)
 
 
 def parse_calibration(table: dict) -> CalibrationSpec:
+    """The calibration spec; its files are checked now: ``general_text`` must exist, and so must a ``source``
+    that names a file (a .json/.jsonl file or a dir; a Hub dataset id ``owner/name`` is fetched when used)."""
     valid = ("source", "n_samples", "max_length", "seed", "general_text", "general_text_fraction")
     _no_unknown_keys(table, key="calibration", valid=valid)
     try:
-        return CalibrationSpec(**table)
+        spec = CalibrationSpec(**table)
     except ValueError as err:
         raise RecipeError(f"calibration: {err}") from None
+    problems = []
+    if spec.general_text is not None and not Path(spec.general_text).is_file():
+        problems.append(f"calibration.general_text: {spec.general_text}: no such file")
+    source = spec.source
+    if source != "synthetic" and not Path(source).exists() and (source.endswith((".json", ".jsonl"))
+                                                                 or not HUB_ID_PATTERN.match(source)):
+        problems.append(f"calibration.source: {source}: no such file or directory (or give \"synthetic\", "
+                        "a .json/.jsonl file or dir of conversations, or a Hub dataset id owner/name)")
+    if problems:
+        raise RecipeError(*problems)
+    return spec
 
 
 def parse_eval(table: dict) -> EvalSettings:
@@ -247,8 +276,14 @@ def parse_eval(table: dict) -> EvalSettings:
     suites = table.get("suites", ["synthetic"])
     if not isinstance(suites, list) or not suites or not all(isinstance(s, str) and s for s in suites):
         raise RecipeError("eval.suites: must be a non-empty list of suite names (e.g. [\"synthetic\"])")
+    problems = []
     for index, suite in enumerate(suites):
-        check_suite(suite, key=f"eval.suites[{index}]")
+        try:
+            check_suite(suite, key=f"eval.suites[{index}]")
+        except RecipeError as err:
+            problems += err.problems
+    if problems:
+        raise RecipeError(*problems)
     limit = table.get("limit")
     if limit is not None:
         _int_at_least(limit, key="eval.limit", minimum=1)
@@ -299,7 +334,8 @@ def parse_bench(table: dict) -> BenchSettings:
     )
 
 
-def parse_gate(table: dict, *, suites: tuple[str, ...]) -> GateSettings:
+def parse_gate(table: dict, *, suites: tuple[str, ...] | None) -> GateSettings:
+    """The gate's thresholds; ``suites`` are the eval suites ``gate.suite`` must be one of (None: eval is invalid)."""
     _no_unknown_keys(table, key="gate", valid=("ratio_8bit", "ratio_4bit", "json_valid_rate", "weak_baseline", "suite"))
     defaults = GateSettings()
     values = {}
@@ -309,7 +345,7 @@ def parse_gate(table: dict, *, suites: tuple[str, ...]) -> GateSettings:
             raise RecipeError(f"gate.{key}: must be a number in [0, 1], got {value!r}")
         values[key] = float(value)
     suite = table.get("suite")
-    if suite is not None and suite not in suites:
+    if suite is not None and suites is not None and suite not in suites:
         raise RecipeError(f"gate.suite: {suite!r} is not one of eval.suites ({', '.join(suites)})")
     return GateSettings(**values, suite=suite)
 

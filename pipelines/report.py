@@ -1,52 +1,50 @@
 """The run's report, from the variant manifests alone: report.json, report.md and accuracy_vs_size.png.
 
-report.json maps each variant dir name to one flat entry (schema: docs/PIPELINE.md); the publish
-step and the model cards read it. Bits per weight = 8 × bytes of the weight files (``*.safetensors``,
-``*.bin``, the model ``.gguf``; not ``imatrix.gguf``) / the source's parameter count, so embeddings
-and other tensors kept in fp16 count at their real cost.
+report.json maps each variant dir name to one flat entry (schema: docs/PIPELINE.md). Every figure is
+the manifest's own definition (``invoker.manifest.Manifest``): the gated suite, the weight bytes and
+bits per weight (8 × bytes of the weight files — ``*.safetensors``, ``*.bin``, the model ``.gguf``, not
+``imatrix.gguf`` — / the source's parameter count, so embeddings and other tensors kept in fp16 count
+at their real cost).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from convert.formats import BASELINE
 from invoker.files import atomic_file, write_json_atomic, write_text_atomic
-from invoker.manifest import MANIFEST_NAME, WEIGHT_SUFFIXES, read_manifest
+from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 REPORT_FILES = ("report.md", "report.json", "accuracy_vs_size.png")
-BASELINE = "fp16"
 METRICS = ("call_accuracy", "name_accuracy", "json_valid_rate", "schema_valid_rate", "relevance_accuracy", "output_valid_rate")
-NOT_WEIGHTS = ("imatrix.gguf",)
 
 
 def variant_dirs(out_dir: Path) -> list[Path]:
     """The dirs of ``out_dir`` that hold a manifest, fp16 first, then by name."""
     dirs = [p for p in Path(out_dir).iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()]
-    return sorted(dirs, key=lambda p: (p.name != BASELINE, p.name))
+    return sorted(dirs, key=lambda p: (p.name != BASELINE.name, p.name))
 
 
 def report_rows(*, out_dir: Path, suite: str | None = None) -> dict[str, dict]:
-    """``{dir name: entry}`` for every variant dir of ``out_dir``; deltas are against ``fp16`` on ``suite``."""
-    manifests = {d.name: read_manifest(d) for d in variant_dirs(out_dir)}
+    """``{dir name: entry}`` for every variant dir of ``out_dir``, on ``suite`` (default: the gated suite, as
+    fp16's manifest records it); deltas are against fp16."""
+    manifests = {d.name: load_manifest(d) for d in variant_dirs(out_dir)}
+    base = manifests.get(BASELINE.name)
     if suite is None:
-        suite = next((s for m in manifests.values() for s in m["eval"]), None)
-    base_metrics = (manifests.get(BASELINE, {}).get("eval") or {}).get(suite) or {}
+        suite = next((m.gated_suite for m in manifests.values() if m.gated_suite), None)
+    base_metrics = base.metrics(suite) if base and suite else {}
     return {name: report_entry(manifest=m, suite=suite, base_metrics=base_metrics) for name, m in manifests.items()}
 
 
-def report_entry(*, manifest: dict, suite: str | None, base_metrics: dict) -> dict:
-    files = manifest["files"]
-    weight_bytes = sum(entry["bytes"] for name, entry in files.items()
-                       if Path(name).suffix in WEIGHT_SUFFIXES and Path(name).name not in NOT_WEIGHTS)
-    parameters = manifest["source"].get("parameters")
-    metrics = (manifest["eval"] or {}).get(suite) or {}
+def report_entry(*, manifest: Manifest, suite: str | None, base_metrics: dict) -> dict:
+    metrics = manifest.metrics(suite) if suite else {}
     entry = {
-        "format": manifest["format"],
-        "variant": manifest["variant"],
-        "bits_per_weight": round(8 * weight_bytes / parameters, 3) if parameters and weight_bytes else None,
-        "size_bytes": sum(entry["bytes"] for entry in files.values()),
-        "weight_bytes": weight_bytes,
-        "parameters": parameters,
+        "format": manifest.format,
+        "variant": manifest.variant,
+        "bits_per_weight": manifest.bits_per_weight,
+        "size_bytes": manifest.size_bytes,
+        "weight_bytes": manifest.weight_bytes,
+        "parameters": manifest.parameters,
         "suite": suite,
         "n": metrics.get("n"),
         **{key: metrics.get(key) for key in METRICS},
@@ -54,10 +52,10 @@ def report_entry(*, manifest: dict, suite: str | None, base_metrics: dict) -> di
     for key in ("call_accuracy", "name_accuracy"):
         value, reference = metrics.get(key), base_metrics.get(key)
         entry[f"delta_{key}"] = round(value - reference, 6) if value is not None and reference is not None else None
-    entry["eval"] = {name: {key: result.get(key) for key in ("n", *METRICS)} for name, result in manifest["eval"].items()}
-    entry["bench"] = {device: bench_entry(result) for device, result in manifest["bench"].items()}
-    entry["verified"] = manifest["verified"]
-    entry["reason"] = manifest["gate"].get("reason")
+    entry["eval"] = {name: {key: result.get(key) for key in ("n", *METRICS)} for name, result in manifest.eval.items()}
+    entry["bench"] = {device: bench_entry(result) for device, result in manifest.bench.items()}
+    entry["verified"] = manifest.verified
+    entry["reason"] = manifest.gate.get("reason")
     return entry
 
 
@@ -93,8 +91,8 @@ def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     cells = []
     for name, row in rows.items():
         line = [name, row["format"], _num(row["bits_per_weight"], 2), _size(row["size_bytes"]),
-                _with_delta(row["call_accuracy"], row["delta_call_accuracy"], baseline=name == BASELINE),
-                _with_delta(row["name_accuracy"], row["delta_name_accuracy"], baseline=name == BASELINE),
+                _with_delta(row["call_accuracy"], row["delta_call_accuracy"], baseline=name == BASELINE.name),
+                _with_delta(row["name_accuracy"], row["delta_name_accuracy"], baseline=name == BASELINE.name),
                 _num(row["json_valid_rate"], 3), _num(row["relevance_accuracy"], 3)]
         for device in devices(rows):
             bench = row["bench"].get(device) or {}
@@ -120,34 +118,50 @@ def render_markdown(rows: dict[str, dict], *, model: str) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy_vs_size(rows: dict[str, dict], *, path: Path, model: str) -> Path:
-    """Call and name accuracy against size on disk, one point per variant, fp16 marked (Agg, no pyplot state)."""
-    from matplotlib.figure import Figure
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
-    figure = Figure(figsize=(8, 5), dpi=120)
-    axes = figure.add_subplot()
-    for key, marker, label in (("call_accuracy", "o", "call accuracy"), ("name_accuracy", "s", "name accuracy")):
-        points = [(row["size_bytes"] / 1e6, row[key], name) for name, row in rows.items() if row[key] is not None]
-        if not points:
-            continue
-        axes.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
-        for x, y, name in points:
-            axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    base = rows.get(BASELINE)
-    if base is not None:
-        for key in ("call_accuracy", "name_accuracy"):
-            if base[key] is not None:
-                axes.scatter([base["size_bytes"] / 1e6], [base[key]], marker="*", s=250, color="black", zorder=3,
-                             label="fp16 (baseline)" if key == "call_accuracy" else None)
-                axes.axhline(base[key], color="grey", linewidth=0.6, linestyle="--")
-    axes.set_xlabel("size on disk (MB)")
-    axes.set_ylabel("accuracy")
-    axes.set_title(f"{model}: accuracy against size")
-    axes.legend(loc="best", fontsize=8)
-    axes.grid(True, alpha=0.3)
+
+def plot_accuracy_vs_size(rows: dict[str, dict], *, path: Path, model: str) -> Path:
+    """Write ``draw_accuracy_vs_size`` as a PNG (atomically)."""
+    figure = draw_accuracy_vs_size(rows, model=model)
     with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png")
     return path
+
+
+def draw_accuracy_vs_size(rows: dict[str, dict], *, model: str):
+    """Call and name accuracy (one panel each) against size on disk: one marker per variant, named in one
+    legend beside the panels rather than next to the points, so a dozen variants at nearly the same place
+    stay readable; fp16 is a black star with a dashed line at its accuracy (Agg, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.8), dpi=120, layout="constrained")
+    panels = figure.subplots(1, 2, sharex=True)  # each panel its own accuracy range: differences stay visible
+    variants = [name for name in rows if name != BASELINE.name]
+    colors = [f"C{index % 10}" for index in range(len(variants))]
+    base = rows.get(BASELINE.name)
+    for axes, key, title in zip(panels, ("call_accuracy", "name_accuracy"), ("call accuracy", "name accuracy")):
+        for index, name in enumerate(variants):
+            if rows[name][key] is not None:
+                axes.scatter([rows[name]["size_bytes"] / 1e6], [rows[name][key]], color=colors[index], s=45,
+                             marker=MARKERS[(index // 10) % len(MARKERS)], label=name, alpha=0.85, zorder=2)
+        if base is not None and base[key] is not None:
+            axes.scatter([base["size_bytes"] / 1e6], [base[key]], marker="*", s=250, color="black", zorder=3,
+                         label=f"{BASELINE.name} (baseline)")
+            axes.axhline(base[key], color="grey", linewidth=0.6, linestyle="--")
+        axes.set_title(title, fontsize=10)
+        axes.set_xlabel("size on disk (MB)")
+        axes.grid(True, alpha=0.3)
+    panels[0].set_ylabel("accuracy")
+    handles = {}
+    for axes in panels:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title="variant",
+                      title_fontsize=8, ncols=1 + len(handles) // 24)
+    figure.suptitle(f"{model}: accuracy against size")
+    return figure
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoker.manifest import validate_manifest
+from invoker.manifest import Manifest, validate_manifest
 from pipelines.gate import gate_variant
 from pipelines.recipe import GateSettings
 
@@ -10,14 +10,15 @@ SUITE = "synthetic"
 SETTINGS = GateSettings(ratio_8bit=0.98, ratio_4bit=0.90, json_valid_rate=0.90, weak_baseline=0.20)
 
 
-def manifest(*, call: float | None, name: float, json_valid: float | None, evaluated: bool = True) -> dict:
+def manifest(*, call: float | None, name: float, json_valid: float | None, evaluated: bool = True) -> Manifest:
     metrics = {"n": 100, "call_accuracy": call, "name_accuracy": name, "json_valid_rate": json_valid}
-    return {"format": "gguf", "variant": "Q4_K_M", "source": {}, "calibration": {}, "tools": {}, "files": {},
-            "eval": {SUITE: metrics} if evaluated else {}, "bench": {}, "verified": False, "gate": {}}
+    return Manifest.from_dict({"format": "gguf", "variant": "Q4_K_M", "source": {}, "calibration": {}, "tools": {},
+                               "files": {}, "eval": {SUITE: metrics} if evaluated else {}, "bench": {},
+                               "verified": False, "gate": {}})
 
 
-def gate(variant: dict, baseline: dict | None, *, bits: int = 4) -> dict:
-    return gate_variant(manifest=variant, baseline=baseline, settings=SETTINGS, suite=SUITE, bits=bits)
+def gate(variant: Manifest, baseline: Manifest | None, *, bits: float = 4.5) -> dict:
+    return gate_variant(manifest=variant, baseline=baseline, settings=SETTINGS, suite=SUITE, bits_per_weight=bits)
 
 
 def test_a_variant_within_the_ratio_and_json_floor_is_verified_with_the_figures_in_the_reason():
@@ -31,8 +32,8 @@ def test_a_variant_within_the_ratio_and_json_floor_is_verified_with_the_figures_
 def test_8bit_variants_get_the_stricter_ratio():
     baseline = manifest(call=0.90, name=0.95, json_valid=0.99)
     variant = manifest(call=0.85, name=0.95, json_valid=0.99)
-    assert gate(variant, baseline, bits=4)["verified"] is True
-    verdict = gate(variant, baseline, bits=8)
+    assert gate(variant, baseline, bits=4.5)["verified"] is True
+    verdict = gate(variant, baseline, bits=8.5)
     assert verdict["verified"] is False
     assert "call_accuracy 0.850 < 0.98 × fp16's 0.900 = 0.882" in verdict["reason"]
 
@@ -87,7 +88,6 @@ def test_the_verdict_fits_the_manifest_contract():
     baseline = manifest(call=0.9, name=0.95, json_valid=0.99)
     variant = manifest(call=0.9, name=0.95, json_valid=0.99)
     verdict = gate(variant, baseline)
-    variant["verified"] = verdict.pop("verified")
-    variant["gate"] = verdict
-    assert validate_manifest(variant) == []
-    assert variant["gate"]["reason"].startswith("verified: ")
+    gated = {**variant.to_dict(), "verified": verdict.pop("verified"), "gate": verdict}
+    assert validate_manifest(gated) == []
+    assert gated["gate"]["reason"].startswith("verified: ")

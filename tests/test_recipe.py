@@ -41,7 +41,7 @@ def test_shipped_recipes_load_with_every_product_variant():
 
 def test_gate_thresholds_follow_the_bits_of_each_variant():
     recipe = load_recipe(RECIPES / "tiny-invoker.toml")
-    ratios = {v.name: recipe.gate.ratio_for(v.bits) for v in recipe.variants}
+    ratios = {v.name: recipe.gate.ratio_for(v.bits_per_weight) for v in recipe.variants}
     assert ratios["gguf:F16"] == ratios["gguf:Q8_0"] == 0.98
     assert ratios["gguf:Q5_K_M"] == ratios["gguf:Q4_K_M"] == ratios["gptq:4bit-g128"] == ratios["awq:4bit-g128"] == 0.90
 
@@ -148,3 +148,38 @@ def test_suites_that_exist_are_accepted(tmp_path, model_dir):
     cases.write_text("")
     recipe = load_recipe(write_recipe(tmp_path, model_dir, f'[eval]\nsuites = ["synthetic", "jsonl:{cases}", "bfcl:simple"]\n'))
     assert recipe.eval.suites == ("synthetic", f"jsonl:{cases}", "bfcl:simple")
+
+
+def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path, model_dir):
+    """Validated whole: a recipe with several mistakes says all of them in one error, before any work."""
+    body = '[eval]\nsuites = ["synthetic", "bfcl:typo"]\n[gate]\nratio_4bit = 1.5\n[calibration]\ngeneral_text = "nowhere.txt"\ngeneral_text_fraction = 0.2\n'
+    recipe = write_recipe(tmp_path, model_dir, body, variants='["gguf:Q9", "gptq:3bit-g128"]')
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe)
+    message = str(caught.value)
+    for expected in ("variants[0]: unknown GGUF variant 'Q9'", "variants[1]: unknown GPTQ variant '3bit-g128'",
+                     "eval.suites[1]: unknown BFCL suite 'bfcl:typo'", "gate.ratio_4bit: must be a number in [0, 1]",
+                     "calibration.general_text: nowhere.txt: no such file"):
+        assert expected in message
+    assert message.startswith(f"{recipe}: ") and "\n" not in message
+
+
+def test_calibration_files_are_checked_when_the_recipe_is_read(tmp_path, model_dir):
+    with pytest.raises(RecipeError, match=re.escape("calibration.source: data/calls.jsonl: no such file or directory")):
+        load_recipe(write_recipe(tmp_path, model_dir, '[calibration]\nsource = "data/calls.jsonl"\n'))
+    hub = load_recipe(write_recipe(tmp_path, model_dir, '[calibration]\nsource = "glaiveai/glaive-function-calling-v2"\n'))
+    assert hub.calibration.source == "glaiveai/glaive-function-calling-v2"  # a Hub dataset: fetched when used
+
+
+def test_comparison_variants_are_not_for_release_by_default_and_compare_only_says_which(tmp_path, model_dir):
+    variants = '["gguf:Q4_K_M", "gguf:Q4_K_M-noimatrix", "gptq:4bit-g128"]'
+    recipe = load_recipe(write_recipe(tmp_path, model_dir, "", variants=variants))
+    assert {v.name: v.release for v in recipe.variants} == {
+        "gguf:Q4_K_M": True, "gguf:Q4_K_M-noimatrix": False, "gptq:4bit-g128": True}
+    path = tmp_path / "compare.toml"
+    path.write_text(f'compare_only = ["gptq:4bit-g128"]\n{write_recipe(tmp_path, model_dir, "", variants=variants).read_text()}')
+    assert {v.name: v.release for v in load_recipe(path).variants} == {
+        "gguf:Q4_K_M": True, "gguf:Q4_K_M-noimatrix": True, "gptq:4bit-g128": False}
+    path.write_text(f'compare_only = ["awq:4bit-g128"]\n{write_recipe(tmp_path, model_dir, "", variants=variants).read_text()}')
+    with pytest.raises(RecipeError, match=re.escape("compare_only[0]: 'awq:4bit-g128' is not one of variants")):
+        load_recipe(path)

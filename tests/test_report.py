@@ -77,3 +77,28 @@ def test_a_variant_without_eval_or_parameters_reports_dashes_not_errors(tmp_path
     assert rows["awq-4bit-g128"]["call_accuracy"] is None
     assert rows["awq-4bit-g128"]["bench"] == {"cuda": {"error": "CUDA is not available"}}
     assert "| awq-4bit-g128 | awq | — | 0.0 MB | — | — | — | — | — | — | — | — | no |" in (out / "report.md").read_text()
+
+
+def test_the_plot_stays_readable_with_a_dozen_variants_at_nearly_the_same_place():
+    """Names sit in one legend beside the panels, never next to the points: no text overlaps another or the data."""
+    from pipelines.report import draw_accuracy_vs_size
+
+    names = ["fp16"] + [f"gguf-Q{bits}_K_{kind}" for bits in (2, 3, 4, 5, 6) for kind in ("S", "M")] + \
+            ["gptq-4bit-g128", "awq-4bit-g128"]
+    rows = {name: {"size_bytes": 4_000_000 + index, "call_accuracy": 0.04, "name_accuracy": 0.5 + index / 1000}
+            for index, name in enumerate(names)}
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = draw_accuracy_vs_size(rows, model="tiny")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lays the figure out (constrained layout)
+    renderer = canvas.get_renderer()
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [*names[1:], "fp16 (baseline)"]  # each named once
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in [legend.get_title(), *legend.get_texts()]]
+    for index, (name, box) in enumerate(boxes):
+        for other_name, other in boxes[index + 1:]:
+            assert not box.overlaps(other), (name, other_name)
+    for axes in figure.axes:
+        assert not axes.texts  # no name next to a point
+        assert not legend.get_window_extent(renderer).overlaps(axes.get_window_extent(renderer))
