@@ -3,9 +3,11 @@
 Reads nothing but the pipeline's output dir (``out/<model>/``): each variant's ``manifest.json``
 (the contract), plus ``report.json`` and ``accuracy_vs_size.png`` when present. Steps:
 
-1. ``load_release``: every variant dir with a manifest; unverified ones are refused with the gate's reason.
-2. ``plan_repos``: ``<ns>/<model>-GPTQ``, ``-AWQ`` (variant ``4bit-g128``; any other variant gets
-   ``-GPTQ-<variant>``) and ``<ns>/<model>-GGUF`` with every GGUF file, one Modelfile per quant.
+1. ``pipelines.release.load_release``: every variant dir with a manifest; unverified ones are refused
+   with the gate's reason, comparison variants (the recipe's ``compare_only``) left out.
+2. ``pipelines.release.plan_repos``: one repo per format as its registry entry says — ``<ns>/<model>-GPTQ``,
+   ``-AWQ`` (variant ``4bit-g128``; any other variant gets ``-GPTQ-<variant>``) and ``<ns>/<model>-GGUF``
+   with every GGUF file, one Modelfile per quant.
 3. ``write_bundle``: the exact folders to upload (files copied — hard-linked only in the upload's own
    temporary bundle —, card, plot, manifests) and ``release.json``; every variant file's sha256 checked
    against its manifest on the way. It deletes nothing it did not write (docs/PUBLISH.md, "Safety rules").
@@ -25,147 +27,17 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from invoker.files import sha256_file, write_json_atomic, write_text_atomic
-from invoker.manifest import MANIFEST_NAME, file_name_problem, read_manifest
+from invoker.manifest import file_name_problem
+from pipelines.card import render_card
+from pipelines.release import PLOT_NAME, PublishError, Release, RepoFile, RepoPlan, load_release, pipeline_version, plan_repos
 
-REPO_SUFFIX = {"gptq": "GPTQ", "awq": "AWQ", "gguf": "GGUF"}
-DEFAULT_VARIANT = {"gptq": "4bit-g128", "awq": "4bit-g128"}  # the one that gets the plain <model>-GPTQ name
-REPORT_NAME = "report.json"
-PLOT_NAME = "accuracy_vs_size.png"
 RELEASE_NAME = "release.json"
-GENERATED = ("README.md", PLOT_NAME)  # written per repo; a variant's own file of that name is not uploaded
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
-
-class PublishError(RuntimeError):
-    """An expected failure of publish (nothing verified, a changed file, no token, the Hub failing)."""
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str  # the dir name, e.g. gguf-Q4_K_M
-    path: Path
-    manifest: dict
-
-
-@dataclass(frozen=True)
-class Release:
-    out_dir: Path
-    model: str
-    fp16: Variant | None
-    variants: list[Variant]
-    report: dict
-    plot: Path | None
-
-
-@dataclass(frozen=True)
-class RepoFile:
-    path_in_repo: str
-    source: Path  # where the bytes come from
-    sha256: str
-    bytes: int
-
-
-@dataclass
-class RepoPlan:
-    repo_id: str
-    format: str
-    variants: list[Variant]
-    files: list[RepoFile] = field(default_factory=list)  # the variants' files, as the repo names them
-
-
-# --- reading the pipeline's output --------------------------------------------------------------
-
-
-def load_release(out_dir: str | Path) -> Release:
-    """Every variant dir of ``out_dir`` (those with a manifest), the fp16 baseline, report and plot."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise PublishError(f"{out_dir}: no such directory (the pipeline's output, e.g. out/tiny-invoker)")
-    variants, fp16 = [], None
-    for path in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (path / MANIFEST_NAME).is_file():
-            continue
-        variant = Variant(name=path.name, path=path, manifest=read_manifest(path))
-        if variant.manifest["format"] == "fp16":
-            fp16 = variant
-        else:
-            variants.append(variant)
-    if not variants:
-        raise PublishError(f"{out_dir}: no variant dirs with a {MANIFEST_NAME} (run `make quantize` first)")
-    report_path = out_dir / REPORT_NAME
-    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
-    plot = out_dir / PLOT_NAME
-    return Release(out_dir=out_dir, model=out_dir.name, fp16=fp16, variants=variants, report=report,
-                   plot=plot if plot.is_file() else None)
-
-
-def refused_variants(release: Release) -> list[tuple[str, str]]:
-    """``(variant dir name, the gate's reason)`` for every variant not ``verified: true``."""
-    return [(v.name, (v.manifest.get("gate") or {}).get("reason") or "no gate verdict recorded")
-            for v in release.variants if v.manifest.get("verified") is not True]
-
-
-# --- planning the repos -------------------------------------------------------------------------
-
-
-def plan_repos(*, release: Release, namespace: str) -> list[RepoPlan]:
-    """One repo per format for the verified variants (GPTQ/AWQ: one variant each); refuses when none is verified."""
-    if not NAMESPACE.match(namespace):
-        raise PublishError(f"--namespace {namespace!r}: not a Hub user or organization name")
-    verified = [v for v in release.variants if v.manifest.get("verified") is True]
-    if not verified:
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in refused_variants(release))
-        raise PublishError(f"{release.out_dir}: no verified variant to publish ({reasons})")
-    plans: dict[str, RepoPlan] = {}
-    for variant in verified:
-        fmt, name = variant.manifest["format"], variant.manifest["variant"]
-        repo_name = f"{release.model}-{REPO_SUFFIX[fmt]}"
-        if fmt != "gguf" and name != DEFAULT_VARIANT[fmt]:
-            repo_name = f"{repo_name}-{name}"
-        repo_id = f"{namespace}/{repo_name}"
-        plans.setdefault(repo_id, RepoPlan(repo_id=repo_id, format=fmt, variants=[])).variants.append(variant)
-    for plan in plans.values():
-        plan.files = repo_files(plan=plan)
-    return list(plans.values())
-
-
-def repo_files(*, plan: RepoPlan) -> list[RepoFile]:
-    """The variants' files under their names in the repo; GGUF renames ``Modelfile`` and ``imatrix.gguf`` per quant."""
-    files: dict[str, RepoFile] = {}
-    for variant in plan.variants:
-        for name, entry in sorted(variant.manifest["files"].items()):
-            if name in GENERATED or name.startswith("manifests/"):
-                continue  # the card, the plot and the manifests are written for the repo
-            path_in_repo = repo_path(fmt=plan.format, variant=variant.manifest["variant"], name=name)
-            source = variant.path / name
-            if not source.resolve().is_relative_to(variant.path.resolve()):
-                raise PublishError(f"{variant.path / MANIFEST_NAME}: files.{json.dumps(name)}: resolves outside "
-                                   f"{variant.path} (a symlink?); not publishing it")
-            new = RepoFile(path_in_repo=path_in_repo, source=source, sha256=entry["sha256"], bytes=entry["bytes"])
-            old = files.get(path_in_repo)
-            if old is not None and old.sha256 != new.sha256:
-                raise PublishError(f"{plan.repo_id}: {path_in_repo} differs between {old.source} and {new.source}")
-            files.setdefault(path_in_repo, new)
-        manifest_path = variant.path / MANIFEST_NAME
-        files[f"manifests/{variant.name}.json"] = RepoFile(
-            path_in_repo=f"manifests/{variant.name}.json", source=manifest_path,
-            sha256=sha256_file(manifest_path), bytes=manifest_path.stat().st_size)
-    return [files[name] for name in sorted(files)]
-
-
-def repo_path(*, fmt: str, variant: str, name: str) -> str:
-    """Where a variant's file goes in its repo: as is, except GGUF's per-quant ``Modelfile`` and imatrix."""
-    if fmt == "gguf" and name == "Modelfile":
-        return f"Modelfile.{variant}"
-    if fmt == "gguf" and name == "imatrix.gguf":
-        return f"imatrix-{variant}.gguf"
-    return name
+__all__ = ["PublishError", "publish"]
 
 
 # --- the bundle: exactly what would be uploaded -------------------------------------------------
@@ -180,8 +52,6 @@ def write_bundle(*, release: Release, plans: list[RepoPlan], dest: str | Path, b
     all are complete; a failure leaves ``dest`` as it was. What an earlier bundle in ``dest`` wrote (its
     ``release.json``, validated first) is replaced only when it still holds exactly the files that
     ``release.json`` lists; nothing else in ``dest`` is ever deleted or overwritten."""
-    from pipelines.card import render_card
-
     dest = Path(dest)
     created = [path for path in (dest, *dest.parents) if not path.exists()]  # innermost first
     dest.mkdir(parents=True, exist_ok=True)
@@ -344,7 +214,7 @@ def describe_folder(folder: Path) -> dict[str, dict]:
 
 def default_base_model(*, release: Release, namespace: str) -> str:
     """The source's Hub id (a Hub source has a pinned ``revision``); else ``<namespace>/<model>`` (``--base-model``)."""
-    source = release.variants[0].manifest["source"]
+    source = release.variants[0].manifest.source
     model = str(source.get("model") or "")
     if source.get("revision") and HUB_ID.match(model):
         return model
@@ -355,7 +225,7 @@ def source_license(*, release: Release) -> str:
     """The license in the source model's card: its local dir, or the Hub snapshot in the local cache (no network)."""
     from huggingface_hub import ModelCard, try_to_load_from_cache
 
-    source = release.variants[0].manifest["source"]
+    source = release.variants[0].manifest.source
     model = str(source.get("model") or "")
     if source.get("revision") and HUB_ID.match(model):
         cached = try_to_load_from_cache(model, "README.md", revision=source["revision"])
@@ -370,14 +240,10 @@ def source_license(*, release: Release) -> str:
 
 def commit_message(*, release: Release, plan: RepoPlan) -> str:
     """Names the pipeline version and the source revision (or, for a local source, its weights' sha256)."""
-    source = plan.variants[0].manifest["source"]
+    source = plan.variants[0].manifest.source
     revision = source.get("revision") or f"sha256:{str(source.get('sha256', ''))[:12]}"
-    variants = ", ".join(v.manifest["variant"] for v in plan.variants)
+    variants = ", ".join(v.manifest.variant for v in plan.variants)
     return f"invoker-pack {pipeline_version()}: {variants} of {source.get('model')}@{revision}"
-
-
-def pipeline_version() -> str:
-    return metadata.version("invoker-pack")
 
 
 # --- upload -------------------------------------------------------------------------------------
@@ -494,8 +360,10 @@ def publish(*, out_dir: str | Path, namespace: str, dry_run: str | Path | None =
             endpoint: str | None = None, log=print, warn=print) -> dict:
     """Publish the verified variants of ``out_dir`` (or, with ``dry_run``, write the bundle there only)."""
     release = load_release(out_dir)
-    for name, reason in refused_variants(release):
+    for name, reason in release.refused():
         warn(f"refused {name} (gate: {reason})")
+    for name in release.left_out():
+        warn(f"left out {name}: a comparison variant (the recipe's compare_only), not for release")
     plans = plan_repos(release=release, namespace=namespace)
     if base_model is None:
         base_model = default_base_model(release=release, namespace=namespace)

@@ -261,10 +261,10 @@ def make_release(root: Path, *, source_dir: Path, model: str = "tiny-invoker") -
     calibration = {"spec": {"source": "synthetic", "n_samples": 16, "max_length": 512, "seed": 0,
                             "general_text": None, "general_text_fraction": 0.0},
                    "sha256": "c" * 64, "n_samples": 16, "n_tokens": 8000, "n_documents": 40}
-    source = {"model": str(source_dir), "revision": None, "sha256": "a" * 64}
+    source = {"model": str(source_dir), "revision": None, "sha256": "a" * 64, "parameters": 2000}
 
     def variant(name: str, fmt: str, quant: str, files: dict[str, bytes], *, verified: bool, accuracy: float,
-                calib: dict, reason: str) -> None:
+                calib: dict, reason: str, release: bool | None = True) -> None:
         path = out / name
         path.mkdir(parents=True)
         for file_name, data in files.items():
@@ -275,17 +275,23 @@ def make_release(root: Path, *, source_dir: Path, model: str = "tiny-invoker") -
             "files": describe_files(path),
             "eval": {"synthetic": {"n": 60, "call_accuracy": accuracy, "name_accuracy": 0.5, "json_valid_rate": 0.98}},
             "bench": bench, "verified": verified, "conversion": {"quantization": {"type": quant, "method": fmt}},
-            "gate": {"thresholds": {"call_accuracy_ratio": 0.9, "json_valid_rate": 0.9}, "reason": reason},
+            "gate": {"suite": "synthetic", "thresholds": {"call_accuracy_ratio": 0.9, "json_valid_rate": 0.9},
+                     "reason": reason},
+            **({"release": release} if release is not None else {}),
         })
 
     config = json.dumps({"architectures": ["LlamaForCausalLM"], "quantization_config": {"quant_method": "gptq", "bits": 4}})
     variant("fp16", "fp16", "fp16", {"model.safetensors": b"\x01" * 4000, "config.json": b"{}"}, verified=True,
-            accuracy=0.040, calib={}, reason="the baseline")
+            accuracy=0.040, calib={}, reason="the baseline", release=False)
     variant("gguf-Q4_K_M", "gguf", "Q4_K_M", {
         f"{model}-Q4_K_M.gguf": b"GGUF" + bytes(range(256)) * 6,
         "imatrix.gguf": b"GGUF" + b"\x07" * 300,
         "Modelfile": render_modelfile(gguf_name=f"{model}-Q4_K_M.gguf", context_length=2048).encode(),
     }, verified=True, accuracy=0.038, calib=calibration, reason="call_accuracy 0.038 >= 0.90 x fp16 0.040")
+    variant("gguf-Q4_K_M-noimatrix", "gguf", "Q4_K_M-noimatrix", {  # the ablation: verified, but not for release
+        f"{model}-Q4_K_M-noimatrix.gguf": b"GGUF" + bytes(range(255, -1, -1)) * 6,
+        "Modelfile": render_modelfile(gguf_name=f"{model}-Q4_K_M-noimatrix.gguf", context_length=2048).encode(),
+    }, verified=True, accuracy=0.036, calib={}, reason="call_accuracy 0.036 >= 0.90 x fp16 0.040", release=False)
     variant("gguf-Q8_0", "gguf", "Q8_0", {
         f"{model}-Q8_0.gguf": b"GGUF" + bytes(range(256)) * 9,
         "Modelfile": render_modelfile(gguf_name=f"{model}-Q8_0.gguf", context_length=2048).encode(),
@@ -297,8 +303,4 @@ def make_release(root: Path, *, source_dir: Path, model: str = "tiny-invoker") -
         "model.safetensors": b"\x03" * 1500, "config.json": b"{}",
     }, verified=False, accuracy=0.010, calib=calibration, reason="call_accuracy 0.010 < 0.90 x fp16 0.040")
     (out / "accuracy_vs_size.png").write_bytes(png_bytes())
-    report = {name: {"format": name.split("-")[0], "variant": name.split("-", 1)[-1], "bits_per_weight": bits,
-                     "size_bytes": size, "metrics": {}, "verified": True, "reason": ""}
-              for name, bits, size in (("gguf-Q4_K_M", 4.85, 1540), ("gguf-Q8_0", 8.5, 2308), ("gptq-4bit-g128", 4.6, 1500))}
-    (out / "report.json").write_text(json.dumps(report))
     return out

@@ -58,14 +58,15 @@ def test_validate_card_names_the_bad_field(bundle):
     assert validate_card(text.replace("license: apache-2.0\n", "")) == ["license: missing"]
 
 
-def test_results_table_comes_from_manifests_and_report(bundle):
+def test_results_table_comes_from_the_manifests(bundle):
     text = card_text(bundle, "tiny-invoker-GGUF")
     rows = [line for line in text.splitlines() if line.startswith("| gguf") or line.startswith("| fp16")]
-    assert rows == [
-        "| gguf Q4_K_M | 1.54 KB | 4.85 | 0.038 (-0.002) | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | yes |",
-        "| gguf Q8_0 | 2.31 KB | 8.50 | 0.040 (+0.000) | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | yes |",
-        "| fp16 (reference) | 4.00 KB | — | 0.040 | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | baseline |",
+    assert rows == [  # bits/weight = 8 × the weight file's bytes / 2000 parameters, as in the report
+        "| gguf Q4_K_M | 1.54 KB | 6.16 | 0.038 (-0.002) | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | yes |",
+        "| gguf Q8_0 | 2.31 KB | 9.23 | 0.040 (+0.000) | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | yes |",
+        "| fp16 (reference) | 4.00 KB | 16.00 | 0.040 | 0.980 | 41.5 (cpu: AMD EPYC 7B13, 2 threads) | baseline |",
     ]
+    assert "Eval suite `synthetic`" in text  # the suite the gate judged on
     assert "![Call accuracy against size" in text and "(accuracy_vs_size.png)" in text
     assert "awq" not in text.lower().split("## results")[1].split("## prompt format")[0]  # refused: not in the table
     assert "[test/tiny-invoker-GPTQ](https://huggingface.co/test/tiny-invoker-GPTQ)" in text  # links the other formats
@@ -112,3 +113,26 @@ def test_transformers_snippet_runs_as_written(bundle, capsys):
     printed = capsys.readouterr().out
     assert printed.strip()  # it generated and decoded text
     assert "Available Functions" not in printed  # only the new tokens are printed
+
+
+def test_the_comparison_variant_is_not_released_and_the_snippets_name_the_recommended_one(bundle):
+    """The -noimatrix ablation is verified but marked not for release: no file of it in the bundle, and the
+    llama-cpp-python snippet names Q4_K_M, not the ablation (whose file name sorts first)."""
+    files = json.loads((bundle / "release.json").read_text())["repos"][0]["files"]
+    assert not [name for name in files if "noimatrix" in name]
+    text = card_text(bundle, "tiny-invoker-GGUF")
+    assert 'filename="tiny-invoker-Q4_K_M.gguf"' in text and "noimatrix" not in text
+
+
+def test_a_released_ablation_is_published_but_the_snippets_still_name_the_recommended_variant(tmp_path):
+    out_dir = make_release(tmp_path / "out", source_dir=SOURCE)
+    manifest_path = out_dir / "gguf-Q4_K_M-noimatrix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["release"] = True  # a recipe with compare_only = []
+    manifest_path.write_text(json.dumps(manifest))
+    publish(out_dir=out_dir, namespace="test", dry_run=tmp_path / "release", log=lambda _: None, warn=lambda _: None)
+    files = json.loads((tmp_path / "release" / "release.json").read_text())["repos"][0]["files"]
+    assert {"tiny-invoker-Q4_K_M-noimatrix.gguf", "Modelfile.Q4_K_M-noimatrix"} <= set(files)
+    text = card_text(tmp_path / "release", "tiny-invoker-GGUF")
+    snippets = "\n".join(code_blocks(text))
+    assert "tiny-invoker-Q4_K_M.gguf" in snippets and "noimatrix" not in snippets

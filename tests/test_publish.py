@@ -93,6 +93,7 @@ def test_upload_sends_every_bundle_file_once_and_a_rerun_commits_nothing(out_dir
     result, lines = run_publish(out_dir, hub, private=True, description="release notes")
     assert set(hub.repos) == {GGUF, GPTQ}
     assert "refused awq-4bit-g128 (gate: call_accuracy 0.010 < 0.90 x fp16 0.040)" in lines
+    assert "left out gguf-Q4_K_M-noimatrix: a comparison variant (the recipe's compare_only), not for release" in lines
     assert all(repo["private"] for repo in hub.repos.values())
     for entry in result["repos"]:
         (commit,) = hub.commits(entry["repo_id"])
@@ -113,18 +114,19 @@ def test_upload_sends_every_bundle_file_once_and_a_rerun_commits_nothing(out_dir
     assert not [p for m, p in hub.requests[before:] if "/preupload/" in p or "lfs" in p]
 
 
-def test_a_changed_source_file_is_uploaded_alone_in_a_new_commit(out_dir, hub):
+def test_a_changed_manifest_is_uploaded_alone_with_its_new_card(out_dir, hub):
     run_publish(out_dir, hub)
     assert all("visibility" not in payload for payload in hub.create_payloads)  # the namespace's default applies
     card_sha = hub.repos[GPTQ]["files"]["README.md"]["content"]
-    report = json.loads((out_dir / "report.json").read_text())
-    report["gptq-4bit-g128"]["bits_per_weight"] = 4.65
-    (out_dir / "report.json").write_text(json.dumps(report))
+    manifest_path = out_dir / "gptq-4bit-g128" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["bench"]["cpu"]["decode_tok_s"] = 46.5  # re-measured
+    manifest_path.write_text(json.dumps(manifest))
     result, _ = run_publish(out_dir, hub)
     assert [r["status"] for r in result["results"]] == ["unchanged", "committed"]
-    assert hub.commits(GPTQ)[-1]["files"] == ["README.md"]
+    assert hub.commits(GPTQ)[-1]["files"] == ["README.md", "manifests/gptq-4bit-g128.json"]
     assert hub.repos[GPTQ]["files"]["README.md"]["content"] != card_sha
-    assert b"| 4.65 |" in hub.repos[GPTQ]["files"]["README.md"]["content"]
+    assert b"| 46.5 (cpu: AMD EPYC 7B13, 2 threads) |" in hub.repos[GPTQ]["files"]["README.md"]["content"]
 
 
 def test_a_tampered_file_aborts_naming_it_and_sends_nothing(out_dir, hub):
