@@ -13,7 +13,8 @@ from convert.formats import BASELINE, FORMATS, VariantSettings, check_runtimes, 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_ARGUMENTS = {"source_dir", "out_dir", "variant", "calibration", "progress", "model_name", "shared_dir"}
 # Where a format may be named by a string literal: the registry, each format's own converter, the runtimes.
-MAY_NAME_FORMATS = ("convert/formats.py", "convert/gguf.py", "convert/gptq.py", "convert/awq.py", "invoker/runtimes/")
+MAY_NAME_FORMATS = ("convert/formats.py", "invoker/runtimes/",
+                    *(spec.converter.replace(".", "/") + ".py" for spec in FORMATS.values()))
 PACKAGE_NAMES = {("pipelines/bench.py", "gguf")}  # the gguf Python package, whose version the bench records
 
 
