@@ -1,7 +1,7 @@
 """Synthetic function-calling conversations for training, calibrating and evaluating Invoker models.
 
-The bundled tiny model (a few million parameters, trained from scratch on a CPU in minutes) has to
-learn from this data to call functions, so the data is rich in *shape* but learnable by *copying*:
+The bundled model, small and fine-tuned on a CPU, has to learn from this data to call functions, so the
+data is rich in *shape* but learnable by *copying*:
 
 - Function names are ``<verb>_<noun>`` (``fetch_forecast``, ``convert_currency``); the user's request
   says the same words ("Please fetch the forecast in Oslo."), and the function's description starts
