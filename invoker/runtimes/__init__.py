@@ -27,14 +27,16 @@ __all__ = [
     "load_runtime",
 ]
 
-FORMATS = ("fp16", "gptq", "awq", "gguf")
-
-# runtime name -> (module, class, formats it loads). Add a runtime with one line here and one module.
+# runtime name -> (module, class, formats it loads). Add a runtime with one line here and one module;
+# a format a runtime already loads is one more word in its tuple (convert/formats.py holds the rest).
 RUNTIMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "transformers": ("invoker.runtimes.transformers_runtime", "TransformersRuntime", ("fp16", "gptq", "awq")),
     "llama.cpp": ("invoker.runtimes.llamacpp_runtime", "LlamaCppRuntime", ("gguf",)),
     "exllamav2": ("invoker.runtimes.exllamav2_runtime", "ExLlamaV2Runtime", ("gptq",)),  # CUDA only; used when named
 }
+FORMATS = tuple(dict.fromkeys(fmt for _, _, formats in RUNTIMES.values() for fmt in formats))
+# config.json quantization_config.quant_method -> our format name (checkpoints transformers loads)
+QUANT_METHODS = {"gptq": "gptq", "awq": "awq"}
 
 
 class ModelFormatError(ValueError):
@@ -67,9 +69,10 @@ def detect_format(path: str | Path) -> str:
         method = (_read_json(config).get("quantization_config") or {}).get("quant_method")
         if method is not None:
             method = str(method).lower()
-            if method not in ("gptq", "awq"):
-                raise ModelFormatError(f"{config}: quantization method {method!r} is not supported (gptq, awq are)")
-            return method
+            if method not in QUANT_METHODS:
+                raise ModelFormatError(f"{config}: quantization method {method!r} is not supported "
+                                       f"({', '.join(QUANT_METHODS)} are)")
+            return QUANT_METHODS[method]
         if any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")):
             return "fp16"
     raise ModelFormatError(
