@@ -24,7 +24,7 @@ from fastapi.responses import Response, StreamingResponse
 from invoker.runtimes import Chunk, Runtime
 from serve_minimal.completion import AnswerBuilder, CompletionPlan, completion_id, log_answer, plan_completion
 from serve_minimal.errors import APIError, SafeJSONResponse, bad_request, error_body, install_error_handlers
-from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit
+from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit, free_memory_trimmer
 from serve_minimal.metrics import RequestCounter, ServerMetrics
 from serve_minimal.schemas import (
     ChatCompletion,
@@ -60,6 +60,7 @@ class Server:
         )
         self.metrics = ServerMetrics()
         self.started = int(time.time())
+        self._trim = free_memory_trimmer()
 
     async def admit(self) -> None:
         self.metrics.waiting.inc()
@@ -75,6 +76,9 @@ class Server:
     def release(self) -> None:
         self.metrics.running.dec()
         self.queue.release()
+        if self.queue.running == 0 and self._trim is not None:
+            # Idle: give the memory the generations freed back to the OS, off the event loop.
+            asyncio.get_running_loop().run_in_executor(None, self._trim)
 
 
 def concurrency_for(runtime: Runtime, *, asked: int) -> int:

@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hmac
 import json
 from collections import deque
+from collections.abc import Callable
 
 from serve_minimal.errors import APIError, error_body
 
@@ -194,3 +196,18 @@ class AdmissionQueue:
 
 def _busy(message: str, *, code: str) -> APIError:
     return APIError(429, message, type="rate_limit_error", code=code, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def free_memory_trimmer() -> Callable[[], None] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS).
+
+    Generations run on worker threads, and glibc gives each thread its own heap arena; what a
+    burst of concurrent requests frees stays mapped in those arenas, so a server that was busy once
+    keeps the burst's footprint forever. The server calls this whenever it becomes idle."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
