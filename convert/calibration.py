@@ -32,8 +32,10 @@ class CalibrationSpec:
     """What to calibrate on. The defaults suit a 13B model (128 samples x 2048 tokens);
     for tiny-invoker use ``max_length=512``.
 
-    ``general_text``: a UTF-8 ``.txt`` file (passages separated by blank lines) or ``.jsonl``
-    (one ``{"text": ...}`` per line); ``general_text_fraction`` of the documents are drawn from it.
+    ``general_text``: a UTF-8 ``.txt`` file (passages separated by blank lines), a ``.jsonl`` file
+    (one ``{"text": ...}`` per line) or a named corpus (``corpus:botchan``, ``convert.corpus``);
+    ``general_text_fraction`` of the documents are drawn from it — with 1, all of them until it runs out
+    (generic text only, for comparisons).
     """
 
     source: str = "synthetic"
@@ -52,8 +54,8 @@ class CalibrationSpec:
             raise ValueError(f"calibration max_length must be an integer >= 16, got {self.max_length!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"calibration seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.general_text_fraction, (int, float)) or not 0 <= self.general_text_fraction < 1:
-            raise ValueError(f"general_text_fraction must be in [0, 1), got {self.general_text_fraction!r}")
+        if not isinstance(self.general_text_fraction, (int, float)) or not 0 <= self.general_text_fraction <= 1:
+            raise ValueError(f"general_text_fraction must be in [0, 1], got {self.general_text_fraction!r}")
         if (self.general_text is None) != (self.general_text_fraction == 0):
             raise ValueError("general_text and general_text_fraction go together: give both (fraction > 0) or neither")
 
@@ -90,7 +92,7 @@ def build_calibration(*, tokenizer_dir: str | Path, spec: CalibrationSpec) -> Ca
     tokenizer = load_tokenizer(tokenizer_dir)
     documents = mix_documents(
         conversations=rendered_conversations(spec),
-        general=general_passages(spec.general_text) if spec.general_text else iter(()),
+        general=general_passages(general_text_file(spec.general_text)) if spec.general_text else iter(()),
         general_fraction=spec.general_text_fraction,
         seed=spec.seed,
     )
@@ -140,6 +142,13 @@ def conversation_records(spec: CalibrationSpec) -> Iterator[dict]:
     records = load_conversations(spec.source)
     random.Random(spec.seed).shuffle(records)
     yield from records
+
+
+def general_text_file(general_text: str) -> Path:
+    """The file behind ``general_text``: a named corpus is fetched (once) and cleaned, a path is itself."""
+    from convert.corpus import corpus_file, is_corpus
+
+    return corpus_file(general_text) if is_corpus(general_text) else Path(general_text)
 
 
 def general_passages(path: str | Path) -> Iterator[str]:

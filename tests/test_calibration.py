@@ -92,7 +92,7 @@ def test_general_text_is_mixed_in_at_the_given_fraction(tmp_path, tiny_random_mo
         (dict(max_length=8), "max_length"),
         (dict(general_text_fraction=0.3), "general_text"),
         (dict(general_text="x.txt"), "general_text"),
-        (dict(general_text="x.txt", general_text_fraction=1.0), "general_text_fraction"),
+        (dict(general_text="x.txt", general_text_fraction=1.5), "general_text_fraction"),
         (dict(source=""), "source"),
     ],
 )
