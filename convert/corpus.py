@@ -33,7 +33,7 @@ PASSAGE_WORDS = 150
 class Corpus:
     pin: PinnedMember
     start: str  # the line after which the text begins
-    end: str  # the text's last line (kept)
+    end: str  # the line after the text (not kept)
     licence: str
 
 
