@@ -29,6 +29,7 @@ class VariantSettings:
     bits_per_weight: float  # nominal storage per quantized weight, scales included: F16 16, Q8_0 8.5, 4bit-g128 4.16
     calibrates: bool  # the conversion needs the calibration set
     comparison: bool = False  # built to compare with (an ablation), not to publish, unless the recipe says otherwise
+    ablation_of: str | None = None  # the variant this one is an ablation of (GGUF: Q4_K_M-noimatrix -> Q4_K_M)
 
 
 class Converter(Protocol):

@@ -71,7 +71,7 @@ def variant_settings(variant: str) -> VariantSettings:
         raise ValueError(f"unknown GGUF variant {variant!r}; valid: {', '.join(VARIANTS)} (or any of {others}; "
                          f"imatrix types also as <TYPE>{NO_IMATRIX_SUFFIX})") from None
     return VariantSettings(bits_per_weight=QUANT_TYPES[quant_type][3], calibrates=use_imatrix,
-                           comparison=quant_type != variant)
+                           comparison=quant_type != variant, ablation_of=quant_type if quant_type != variant else None)
 
 
 def shared_base_needed(variants: list[str]) -> bool:

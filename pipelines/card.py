@@ -18,6 +18,7 @@ from invoker.examples import GET_TIME, GET_TIME_QUESTION
 from invoker.manifest import Manifest
 from invoker.prompt import render_assistant_turn, render_prompt
 from pipelines.release import Release, ReleaseVariant, RepoPlan, pipeline_version
+from pipelines.report import paired_text, rate_text, report_entry, suite_cell
 from pipelines.snippets import usage_snippets
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.jinja"
@@ -39,6 +40,7 @@ def render_card(*, release: Release, plan: RepoPlan, plans: list[RepoPlan], base
         pipeline=f"invoker-pack {pipeline_version()}",
         siblings=[p.repo_id for p in plans if p.repo_id != plan.repo_id],
         results=results_rows(release=release, plan=plan),
+        other_suites=other_suites(release=release, plan=plan),
         suite=release.gated_suite,
         plot=release.plot is not None,
         prompt_example=render_prompt(GET_TIME_QUESTION, functions=[GET_TIME]),
@@ -95,34 +97,52 @@ def validate_card(text: str) -> list[str]:
 # --- results ------------------------------------------------------------------------------------
 
 
+def card_variants(*, release: Release, plan: RepoPlan) -> list[ReleaseVariant]:
+    """The repo's variants, then the fp16 baseline: the rows of the card's tables."""
+    return [*plan.variants, *([release.fp16] if release.fp16 is not None else [])]
+
+
 def results_rows(*, release: Release, plan: RepoPlan) -> list[dict]:
     """One row per variant of the repo, then the fp16 baseline, on the gated suite, as formatted strings.
 
-    Size: the weight files (``Manifest.weight_bytes``); bits/weight: ``Manifest.bits_per_weight``, as in the report.
+    Size: the weight files (``Manifest.weight_bytes``); bits/weight: ``Manifest.bits_per_weight``; the accuracy
+    with its 95 % interval and the paired difference from fp16, and the answer KLD, as in the report.
     """
     suite = release.gated_suite
-    baseline = release.fp16.manifest.metric("call_accuracy", suite) if release.fp16 else None
-    rows = [result_row(variant=v, suite=suite, baseline=baseline) for v in plan.variants]
-    if release.fp16 is not None:
-        rows.append(result_row(variant=release.fp16, suite=suite, baseline=None))
-    return rows
+    base = release.fp16.manifest.metrics(suite) if release.fp16 and suite else {}
+    return [result_row(variant=v, suite=suite, base=base) for v in card_variants(release=release, plan=plan)]
 
 
-def result_row(*, variant: ReleaseVariant, suite: str | None, baseline: float | None) -> dict:
+def result_row(*, variant: ReleaseVariant, suite: str | None, base: dict) -> dict:
     manifest = variant.manifest
     is_baseline = manifest.format == BASELINE.name
-    accuracy = manifest.metric("call_accuracy", suite)
-    delta = "" if baseline is None or accuracy is None else f" ({accuracy - baseline:+.3f})"
+    entry = report_entry(manifest=manifest, suite=suite, base_metrics=base)
+    cell = rate_text(entry["call_accuracy"], entry["intervals"]["call_accuracy"])
+    if not is_baseline and entry["delta_call_accuracy"] is not None:
+        cell += f" ({paired_text(entry['paired_call_accuracy'], entry['delta_call_accuracy'])})"
     size, bits = manifest.weight_bytes, manifest.bits_per_weight
+    kld = entry["fidelity"]["mean_kl"]
     return {
         "variant": f"{manifest.format} (reference)" if is_baseline else f"{manifest.format} {manifest.variant}",
         "size": human_bytes(size) if size else "—",
         "bits": "—" if bits is None else f"{bits:.2f}",
-        "accuracy": "—" if accuracy is None else f"{accuracy:.3f}{delta}",
+        "accuracy": cell,
         "json_valid": fmt(manifest.metric("json_valid_rate", suite)),
+        "kld": "0 (reference)" if is_baseline else "—" if kld is None else f"{kld:.4f}",
         "speed": speed(manifest.bench),
         "verified": "baseline" if is_baseline else ("yes" if manifest.verified else "no"),
     }
+
+
+def other_suites(*, release: Release, plan: RepoPlan) -> dict | None:
+    """The suites evaluated besides the gated one (public benchmarks such as BFCL): names and one row per variant."""
+    variants = card_variants(release=release, plan=plan)
+    names = [s for s in dict.fromkeys(s for v in variants for s in v.manifest.eval) if s != release.gated_suite]
+    if not names:
+        return None
+    rows = [{"variant": result_row(variant=v, suite=None, base={})["variant"],
+             "cells": [suite_cell(v.manifest.metrics(name)) for name in names]} for v in variants]
+    return {"names": names, "rows": rows}
 
 
 def speed(bench: dict) -> str:

@@ -137,7 +137,8 @@ def add_fidelity_command(commands) -> None:
     )
     parser.add_argument("path", type=Path, help="variant dir (or .gguf file) to measure")
     parser.add_argument("--reference", type=Path, required=True, metavar="FP16_DIR",
-                        help="the fp16 checkpoint; its top-k log-probs are kept there (fidelity-reference.npz)")
+                        help="the fp16 checkpoint; its top-k log-probs are computed once and kept in the cache "
+                        "($INVOKER_CACHE/fidelity, default ~/.cache/invoker-pack/fidelity)")
     parser.add_argument("--suite", default="synthetic", metavar="NAME", help="eval suite whose cases are used (default: synthetic)")
     parser.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="first N cases (default: 100)")
     parser.add_argument("--top-k", type=_positive_int, default=TOP_K, help=f"fp16 log-probs kept per position (default: {TOP_K})")
@@ -148,6 +149,7 @@ def add_fidelity_command(commands) -> None:
 
 def run_fidelity(args: argparse.Namespace) -> int:
     from convert.formats import BASELINE
+    from invoker.pretrained import cache_dir
     from invoker.runtimes import detect_format, load_runtime
     from pipelines.eval import load_suite
     from pipelines.fidelity import format_summary, load_or_build_reference, score_variant
@@ -156,7 +158,8 @@ def run_fidelity(args: argparse.Namespace) -> int:
     if detect_format(args.reference) != BASELINE.name:
         raise ValueError(f"{args.reference}: the reference must be an fp16 checkpoint")
     records = load_suite(args.suite, limit=args.limit)
-    reference = load_or_build_reference(fp16_dir=args.reference, records=records, top_k=args.top_k)
+    reference, _ = load_or_build_reference(fp16_dir=args.reference, records=records, top_k=args.top_k,
+                                           cache_dir=cache_dir() / "fidelity")
     summary = score_variant(runtime=load_runtime(args.path, device=args.device), reference=reference)
     result = {"model": str(args.path), "reference": str(args.reference), "suite": args.suite, **summary}
     if args.json:

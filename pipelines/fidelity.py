@@ -19,6 +19,7 @@ quantization error on ordinary text (schemas, requests).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,6 @@ from invoker.prompt import render_prompt
 from pipelines.stats import percentile, topk_kl_rows
 
 TOP_K = 32
-REFERENCE_FILE = "fidelity-reference.npz"
 
 
 class FidelityError(ValueError):
@@ -147,25 +147,30 @@ def _summarize(values: dict[str, list]) -> dict:
     }
 
 
-def reference_path(fp16_dir: Path) -> Path:
-    return Path(fp16_dir) / REFERENCE_FILE
+def reference_key(*, fp16_dir: Path, records: list[dict], top_k: int) -> str:
+    """What a stored reference depends on: fp16's weights, the cases (ids and content) and ``top_k``."""
+    from invoker.files import sha256_text
+    from invoker.manifest import sha256_weights
+
+    cases = sha256_text(json.dumps(records, sort_keys=True, ensure_ascii=True))
+    return sha256_text(f"{sha256_weights(fp16_dir)} {cases} {top_k}")
 
 
-def load_or_build_reference(*, fp16_dir: Path, records: list[dict], top_k: int = TOP_K, progress: bool = True) -> Reference:
-    """fp16's reference for ``records``, kept beside the fp16 checkpoint; rebuilt when the cases differ."""
+def load_or_build_reference(*, fp16_dir: Path, records: list[dict], cache_dir: Path, top_k: int = TOP_K,
+                            progress: bool = True) -> tuple[Reference, Path]:
+    """fp16's reference for ``records`` and the file it is kept in under ``cache_dir``, built when absent;
+    the file name carries ``reference_key``, so changed weights or cases never reuse a stale one."""
     from invoker.files import atomic_file
     from invoker.runtimes import load_runtime
 
-    path = reference_path(fp16_dir)
-    wanted = [str(record.get("id")) for record in records]
+    path = Path(cache_dir) / f"reference-{reference_key(fp16_dir=fp16_dir, records=records, top_k=top_k)[:20]}.npz"
     if path.exists():
-        reference = Reference.load(path)
-        if reference.case_ids == wanted and reference.top_ids and reference.top_ids[0].shape[1] == top_k:
-            return reference
+        return Reference.load(path), path
     reference = build_reference(runtime=load_runtime(fp16_dir), records=records, top_k=top_k, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as temp:
         reference.save(temp)
-    return reference
+    return reference, path
 
 
 def format_summary(summary: dict) -> str:

@@ -11,7 +11,9 @@ Pure functions, no model. The definitions are written out in docs/EVAL.md; in sh
 - ``relevance_accuracy`` (``no_call`` cases): the model answered in text.
 - ``output_valid_rate`` (all cases): the output parsed at all.
 
-A rate whose denominator is empty is ``None``, never 0 or 1.
+A rate whose denominator is empty is ``None``, never 0 or 1. ``summarize`` adds each rate's 95 % Wilson
+interval and, for the call and name accuracies, every case's outcome (``outcome_string``), so two evals of
+the same cases can be compared case by case (``paired_outcomes``; the gate's McNemar test).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from invoker.files import sha256_text
 from invoker.functions import validate_arguments
 from pipelines.bfcl import answers_match
+from pipelines.stats import wilson_interval
 
 RATE_KEYS = (
     "name_accuracy",
@@ -103,18 +107,44 @@ def score_case(record: dict, parsed: Any) -> CaseScore:
     )
 
 
+RATE_FIELDS = dict(zip(RATE_KEYS, ("name_correct", "call_correct", "json_valid", "schema_valid", "relevance_correct", "output_valid")))
+PAIRED_KEYS = ("call_accuracy", "name_accuracy")  # per-case outcomes kept for the paired test against fp16
+
+
 def summarize(scores: list[CaseScore]) -> dict:
-    """Rates over the cases each metric applies to, with the denominators and per-kind counts."""
+    """Rates over the cases each metric applies to, with their 95 % Wilson intervals, the denominators,
+    per-kind counts and, for ``PAIRED_KEYS``, every case's outcome (``outcome_string``)."""
     summary: dict[str, Any] = {"n": len(scores)}
-    for key, field in zip(RATE_KEYS, ("name_correct", "call_correct", "json_valid", "schema_valid", "relevance_correct", "output_valid")):
+    intervals = {}
+    for key, field in RATE_FIELDS.items():
         verdicts = [getattr(s, field) for s in scores if getattr(s, field) is not None]
         summary[key] = sum(verdicts) / len(verdicts) if verdicts else None
+        interval = wilson_interval(sum(verdicts), len(verdicts))
+        intervals[key] = [round(bound, 4) for bound in interval] if interval else None
+    summary["intervals"] = intervals
+    summary["outcomes"] = {"cases_sha256": sha256_text("\n".join(s.id for s in scores)),
+                           **{key: outcome_string([getattr(s, RATE_FIELDS[key]) for s in scores]) for key in PAIRED_KEYS}}
     summary["n_expected_calls"] = sum(s.expected == "function_call" for s in scores)
     summary["n_attempted_calls"] = sum(s.json_valid is not None for s in scores)
     summary["n_no_call"] = sum(s.relevance_correct is not None for s in scores)
     summary["kinds"] = dict(sorted(Counter(s.kind for s in scores).items()))
     summary["predicted"] = dict(sorted(Counter(s.predicted for s in scores).items()))
     return summary
+
+
+def outcome_string(verdicts: list[bool | None]) -> str:
+    """One character per case: ``1`` right, ``0`` wrong, ``-`` the metric does not apply."""
+    return "".join("-" if v is None else "1" if v else "0" for v in verdicts)
+
+
+def paired_outcomes(variant: dict, reference: dict, key: str) -> tuple[list[bool], list[bool]] | None:
+    """(reference, variant) outcomes of ``key`` on the cases both were scored on, from two eval summaries;
+    None when either lacks outcomes or they were not scored on the same cases."""
+    mine, theirs = variant.get("outcomes") or {}, reference.get("outcomes") or {}
+    if not mine.get(key) or mine.get("cases_sha256") != theirs.get("cases_sha256") or len(mine[key]) != len(theirs.get(key) or ""):
+        return None
+    pairs = [(r == "1", v == "1") for r, v in zip(theirs[key], mine[key]) if r != "-" and v != "-"]
+    return [r for r, _ in pairs], [v for _, v in pairs]
 
 
 def arguments_match(expected: dict, predicted: dict, *, schema: dict | None) -> bool:

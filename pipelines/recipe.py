@@ -18,7 +18,9 @@ from convert.calibration import CalibrationSpec
 from convert.formats import FORMATS, FormatSpec
 
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "eval", "bench", "gate")
+TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "calibrations", "eval", "bench", "gate",
+                  "fidelity")
+SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 class RecipeError(ValueError):
@@ -44,21 +46,24 @@ class Source:
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One artifact to build: ``gguf:Q4_K_M`` -> format gguf, variant Q4_K_M, dir ``gguf-Q4_K_M``."""
+    """One artifact to build: ``gguf:Q4_K_M`` -> format gguf, variant Q4_K_M, dir ``gguf-Q4_K_M``;
+    ``gguf:Q4_K_M@generic`` -> the same, calibrated on the recipe's named set ``generic``, dir
+    ``gguf-Q4_K_M@generic``."""
 
     format: str
     variant: str
     bits_per_weight: float  # nominal, from the format's registry entry; picks the gate's threshold
-    calibrates: bool  # its conversion uses the calibration set
+    calibrates: bool  # its conversion uses a calibration set
     release: bool = True  # False: built and evaluated to compare with, never published (``compare_only``)
+    calibration_set: str | None = None  # a name of ``[calibrations.<name>]``; None: ``[calibration]``
 
     @property
     def name(self) -> str:
-        return f"{self.format}:{self.variant}"
+        return f"{self.format}:{self.variant}" + (f"@{self.calibration_set}" if self.calibration_set else "")
 
     @property
     def dir_name(self) -> str:
-        return f"{self.format}-{self.variant}"
+        return f"{self.format}-{self.variant}" + (f"@{self.calibration_set}" if self.calibration_set else "")
 
     @property
     def spec(self) -> FormatSpec:
@@ -68,9 +73,21 @@ class VariantSpec:
 @dataclass(frozen=True)
 class EvalSettings:
     suites: tuple[str, ...] = ("synthetic",)
-    limit: int | None = None
+    limit: int | None = None  # the first ``limit`` cases of each suite (None: all)
+    limits: dict[str, int] = field(default_factory=dict)  # per-suite limits, over ``limit``
     max_tokens: int = 256
     seed: int = 0
+
+    def limit_for(self, suite: str) -> int | None:
+        return self.limits.get(suite, self.limit)
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """The fidelity stage: fp16's top-``top_k`` log-probs on the first ``limit`` cases of the gated suite."""
+
+    limit: int = 100
+    top_k: int = 32
 
 
 @dataclass(frozen=True)
@@ -95,14 +112,21 @@ class GateSettings:
     ratio_4bit: float = 0.90  # variants below 8 bits (Q5_K_M, Q4_K_M, 4-bit GPTQ/AWQ)
     json_valid_rate: float = 0.90
     weak_baseline: float = 0.20
+    alpha: float = 0.05  # the paired test's significance level
+    kld_8bit: float = 0.01  # mean KL divergence on answer tokens that decides an unresolved verdict, >= 8 bits
+    kld_4bit: float = 0.10  # the same below 8 bits
     suite: str | None = None  # the suite gated on; default: the first eval suite
 
     def ratio_for(self, bits_per_weight: float) -> float:
         return self.ratio_8bit if bits_per_weight >= 8 else self.ratio_4bit
 
+    def kld_for(self, bits_per_weight: float) -> float:
+        return self.kld_8bit if bits_per_weight >= 8 else self.kld_4bit
+
     def to_dict(self) -> dict:
         return {"ratio_8bit": self.ratio_8bit, "ratio_4bit": self.ratio_4bit, "json_valid_rate": self.json_valid_rate,
-                "weak_baseline": self.weak_baseline, "suite": self.suite}
+                "weak_baseline": self.weak_baseline, "alpha": self.alpha, "kld_8bit": self.kld_8bit,
+                "kld_4bit": self.kld_4bit, "suite": self.suite}
 
 
 @dataclass(frozen=True)
@@ -112,13 +136,18 @@ class Recipe:
     variants: tuple[VariantSpec, ...]
     calibration: CalibrationSpec
     eval: EvalSettings = field(default_factory=EvalSettings)
+    calibrations: dict[str, CalibrationSpec] = field(default_factory=dict)  # named sets, for comparisons
     bench: BenchSettings = field(default_factory=BenchSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    fidelity: FidelitySettings = field(default_factory=FidelitySettings)
     path: Path | None = None
 
     @property
     def gate_suite(self) -> str:
         return self.gate.suite or self.eval.suites[0]
+
+    def calibration_spec(self, calibration_set: str | None) -> CalibrationSpec:
+        return self.calibration if calibration_set is None else self.calibrations[calibration_set]
 
 
 def load_recipe(path: str | Path, *, model: str | None = None) -> Recipe:
@@ -166,7 +195,8 @@ def parse_recipe(data: dict, *, path: Path | None = None) -> Recipe:
     name = data.get("name", source and (source.path.name if source.path is not None else source.hub.split("/")[-1]))
     if name is not None and (not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name)):
         problems.append(f"name: must be a plain dir name (letters, digits, '_', '.', '-'), got {name!r}")
-    variants = checked(parse_variants, data.get("variants"))
+    calibrations = checked(parse_calibrations, checked(_table, data, "calibrations") or {})
+    variants = checked(parse_variants, data.get("variants"), sets=tuple(calibrations or ()))
     if variants is not None and "compare_only" in data:
         variants = checked(parse_compare_only, data["compare_only"], variants=variants)
     calibration = checked(parse_calibration, checked(_table, data, "calibration") or {})
@@ -174,10 +204,11 @@ def parse_recipe(data: dict, *, path: Path | None = None) -> Recipe:
     bench = checked(parse_bench, checked(_table, data, "bench") or {})
     gate = checked(parse_gate, checked(_table, data, "gate") or {},
                    suites=eval_settings.suites if eval_settings else None)
+    fidelity = checked(parse_fidelity, checked(_table, data, "fidelity") or {})
     if problems:
         raise RecipeError(*problems)
-    return Recipe(name=name, source=source, variants=variants, calibration=calibration, eval=eval_settings,
-                  bench=bench, gate=gate, path=path)
+    return Recipe(name=name, source=source, variants=variants, calibration=calibration, calibrations=calibrations,
+                  eval=eval_settings, bench=bench, gate=gate, fidelity=fidelity, path=path)
 
 
 def parse_source(value: object) -> Source:
@@ -201,13 +232,13 @@ def parse_source(value: object) -> Source:
     return Source(hub=hub, revision=revision)
 
 
-def parse_variants(value: object) -> tuple[VariantSpec, ...]:
+def parse_variants(value: object, *, sets: tuple[str, ...] = ()) -> tuple[VariantSpec, ...]:
     if not isinstance(value, list) or not value:
         raise RecipeError("variants: missing or empty; e.g. variants = [\"gguf:Q4_K_M\", \"gptq:4bit-g128\"]")
     specs, problems, seen = [], [], set()
     for index, item in enumerate(value):
         try:
-            spec = parse_variant(item, key=f"variants[{index}]")
+            spec = parse_variant(item, key=f"variants[{index}]", sets=sets)
         except RecipeError as err:
             problems += err.problems
             continue
@@ -220,11 +251,13 @@ def parse_variants(value: object) -> tuple[VariantSpec, ...]:
     return tuple(specs)
 
 
-def parse_variant(value: object, *, key: str) -> VariantSpec:
+def parse_variant(value: object, *, key: str, sets: tuple[str, ...] = ()) -> VariantSpec:
     """``"gguf:Q4_K_M"`` -> VariantSpec, through its format's registry entry; an unknown format or variant
-    names the valid ones."""
+    names the valid ones. ``"gguf:Q4_K_M@generic"`` calibrates on the named set ``generic`` (one of ``sets``);
+    such a variant exists to be compared with, so it is not released unless ``compare_only`` says otherwise."""
     if not isinstance(value, str) or ":" not in value:
         raise RecipeError(f"{key}: {value!r} is not '<format>:<variant>' (formats: {', '.join(FORMATS)})")
+    value, _, calibration_set = value.partition("@")
     fmt, variant = value.split(":", 1)
     if fmt not in FORMATS:
         raise RecipeError(f"{key}: unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -232,8 +265,15 @@ def parse_variant(value: object, *, key: str) -> VariantSpec:
         settings = FORMATS[fmt].variant_settings(variant)
     except ValueError as err:
         raise RecipeError(f"{key}: {err}") from None
+    if calibration_set:
+        if calibration_set not in sets:
+            raise RecipeError(f"{key}: calibration set {calibration_set!r} is not defined; define [calibrations.{calibration_set}]"
+                              + (f" (defined: {', '.join(sets)})" if sets else ""))
+        if not settings.calibrates:
+            raise RecipeError(f"{key}: {value} uses no calibration set, so '@{calibration_set}' means nothing")
     return VariantSpec(format=fmt, variant=variant, bits_per_weight=settings.bits_per_weight,
-                       calibrates=settings.calibrates, release=not settings.comparison)
+                       calibrates=settings.calibrates, release=not settings.comparison and not calibration_set,
+                       calibration_set=calibration_set or None)
 
 
 def parse_compare_only(value: object, *, variants: tuple[VariantSpec, ...]) -> tuple[VariantSpec, ...]:
@@ -249,22 +289,48 @@ def parse_compare_only(value: object, *, variants: tuple[VariantSpec, ...]) -> t
     return tuple(replace(v, release=v.name not in value) for v in variants)
 
 
-def parse_calibration(table: dict) -> CalibrationSpec:
+def parse_calibrations(table: dict) -> dict[str, CalibrationSpec]:
+    """``[calibrations.<name>]``: more calibration sets, each a ``[calibration]`` table, for variants named
+    ``<format>:<variant>@<name>``."""
+    sets, problems = {}, []
+    for name, value in table.items():
+        if not SET_NAME.match(name):
+            problems.append(f"calibrations.{name}: a set name is letters, digits, '_' and '-'")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"calibrations.{name}: must be a table ([calibrations.{name}])")
+            continue
+        try:
+            sets[name] = parse_calibration(value, key=f"calibrations.{name}")
+        except RecipeError as err:
+            problems += err.problems
+    if problems:
+        raise RecipeError(*problems)
+    return sets
+
+
+def parse_calibration(table: dict, *, key: str = "calibration") -> CalibrationSpec:
     """The calibration spec; its files are checked now: ``general_text`` must exist, and so must a ``source``
     that names a file (a .json/.jsonl file or a dir; a Hub dataset id ``owner/name`` is fetched when used)."""
     valid = ("source", "n_samples", "max_length", "seed", "general_text", "general_text_fraction")
-    _no_unknown_keys(table, key="calibration", valid=valid)
+    _no_unknown_keys(table, key=key, valid=valid)
     try:
         spec = CalibrationSpec(**table)
     except ValueError as err:
-        raise RecipeError(f"calibration: {err}") from None
+        raise RecipeError(f"{key}: {err}") from None
     problems = []
-    if spec.general_text is not None and not Path(spec.general_text).is_file():
-        problems.append(f"calibration.general_text: {spec.general_text}: no such file")
+    if spec.general_text is not None:
+        from convert.corpus import CORPORA, PREFIX, is_corpus
+
+        if is_corpus(spec.general_text) and spec.general_text[len(PREFIX):] not in CORPORA:
+            problems.append(f"{key}.general_text: unknown corpus {spec.general_text!r}; known: "
+                            f"{', '.join(PREFIX + name for name in CORPORA)}")
+        elif not is_corpus(spec.general_text) and not Path(spec.general_text).is_file():
+            problems.append(f"{key}.general_text: {spec.general_text}: no such file")
     source = spec.source
     if source != "synthetic" and not Path(source).exists() and (source.endswith((".json", ".jsonl"))
                                                                  or not HUB_ID_PATTERN.match(source)):
-        problems.append(f"calibration.source: {source}: no such file or directory (or give \"synthetic\", "
+        problems.append(f"{key}.source: {source}: no such file or directory (or give \"synthetic\", "
                         "a .json/.jsonl file or dir of conversations, or a Hub dataset id owner/name)")
     if problems:
         raise RecipeError(*problems)
@@ -272,7 +338,7 @@ def parse_calibration(table: dict) -> CalibrationSpec:
 
 
 def parse_eval(table: dict) -> EvalSettings:
-    _no_unknown_keys(table, key="eval", valid=("suites", "limit", "max_tokens", "seed"))
+    _no_unknown_keys(table, key="eval", valid=("suites", "limit", "limits", "max_tokens", "seed"))
     suites = table.get("suites", ["synthetic"])
     if not isinstance(suites, list) or not suites or not all(isinstance(s, str) and s for s in suites):
         raise RecipeError("eval.suites: must be a non-empty list of suite names (e.g. [\"synthetic\"])")
@@ -287,11 +353,18 @@ def parse_eval(table: dict) -> EvalSettings:
     limit = table.get("limit")
     if limit is not None:
         _int_at_least(limit, key="eval.limit", minimum=1)
+    limits = table.get("limits", {})
+    if not isinstance(limits, dict):
+        raise RecipeError('eval.limits: must be a table of suite = limit, e.g. limits = { "bfcl:simple" = 50 }')
+    for suite, value in limits.items():
+        if suite not in suites:
+            raise RecipeError(f"eval.limits: {suite!r} is not one of eval.suites ({', '.join(suites)})")
+        _int_at_least(value, key=f"eval.limits.{suite!r}", minimum=1)
     max_tokens = _int_at_least(table.get("max_tokens", 256), key="eval.max_tokens", minimum=1)
     seed = table.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"eval.seed: must be an integer, got {seed!r}")
-    return EvalSettings(suites=tuple(suites), limit=limit, max_tokens=max_tokens, seed=seed)
+    return EvalSettings(suites=tuple(suites), limit=limit, limits=dict(limits), max_tokens=max_tokens, seed=seed)
 
 
 def check_suite(suite: str, *, key: str) -> None:
@@ -336,18 +409,28 @@ def parse_bench(table: dict) -> BenchSettings:
 
 def parse_gate(table: dict, *, suites: tuple[str, ...] | None) -> GateSettings:
     """The gate's thresholds; ``suites`` are the eval suites ``gate.suite`` must be one of (None: eval is invalid)."""
-    _no_unknown_keys(table, key="gate", valid=("ratio_8bit", "ratio_4bit", "json_valid_rate", "weak_baseline", "suite"))
+    numbers = ("ratio_8bit", "ratio_4bit", "json_valid_rate", "weak_baseline", "alpha", "kld_8bit", "kld_4bit")
+    _no_unknown_keys(table, key="gate", valid=(*numbers, "suite"))
     defaults = GateSettings()
     values = {}
-    for key in ("ratio_8bit", "ratio_4bit", "json_valid_rate", "weak_baseline"):
+    for key in numbers:
         value = table.get(key, getattr(defaults, key))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise RecipeError(f"gate.{key}: must be a number in [0, 1], got {value!r}")
+        upper = None if key.startswith("kld") else 1
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                or (upper is not None and value > upper)):
+            raise RecipeError(f"gate.{key}: must be a number in [0, {upper or 'inf'}], got {value!r}")
         values[key] = float(value)
     suite = table.get("suite")
     if suite is not None and suites is not None and suite not in suites:
         raise RecipeError(f"gate.suite: {suite!r} is not one of eval.suites ({', '.join(suites)})")
     return GateSettings(**values, suite=suite)
+
+
+def parse_fidelity(table: dict) -> FidelitySettings:
+    _no_unknown_keys(table, key="fidelity", valid=("limit", "top_k"))
+    defaults = FidelitySettings()
+    return FidelitySettings(limit=_int_at_least(table.get("limit", defaults.limit), key="fidelity.limit", minimum=1),
+                            top_k=_int_at_least(table.get("top_k", defaults.top_k), key="fidelity.top_k", minimum=1))
 
 
 def _table(data: dict, key: str) -> dict:

@@ -1,5 +1,5 @@
 """The staged pipeline behind `invoker-pack quantize`: prepare → calibrate → shared bases → convert → eval →
-bench → gate → report.
+fidelity → bench → gate → report.
 
 Every stage is a function ``stage_<name>(ws, log)`` listed in ``STAGES``; each of its units of work is a
 ``pipelines.steps.Step`` (inputs hash + outputs fingerprint, one record under ``.pipeline/records``), skipped
@@ -73,16 +73,25 @@ class Workspace:
         return [self.baseline_dir] + [self.out_dir / v.dir_name for v in self.variants]
 
     @property
-    def calibration_file(self) -> Path | None:
-        """The calibration set, when a variant of this run calibrates."""
-        return self.state_dir / "calibration.json" if any(v.calibrates for v in self.variants) else None
+    def calibration_sets(self) -> list[str | None]:
+        """The calibration sets this run's variants use: None for ``[calibration]``, else a ``[calibrations]`` name."""
+        return list(dict.fromkeys(v.calibration_set for v in self.variants if v.calibrates))
 
-    def shared_dir(self, spec: FormatSpec) -> Path | None:
-        """Where ``spec``'s shared base is, when its variants of this run use one."""
-        names = [v.variant for v in self.variants if v.format == spec.name]
+    def calibration_file(self, calibration_set: str | None) -> Path:
+        return self.state_dir / ("calibration.json" if calibration_set is None else f"calibration@{calibration_set}.json")
+
+    def variant_calibration(self, variant: VariantSpec) -> Path | None:
+        """The calibration file ``variant`` converts with (None if it uses none)."""
+        return self.calibration_file(variant.calibration_set) if variant.calibrates else None
+
+    def shared_dir(self, spec: FormatSpec, calibration_set: str | None = None) -> Path | None:
+        """Where ``spec``'s shared base for ``calibration_set`` is, when variants of this run use one. A variant
+        that calibrates on a named set has a base of its own; the others share the default one."""
+        names = [v.variant for v in self.variants if v.format == spec.name
+                 and (v.calibration_set if v.calibrates else None) == calibration_set]
         if not names or not spec.shared_base or not spec.module().shared_base_needed(names):
             return None
-        return self.state_dir / f"{spec.name}-base"
+        return self.state_dir / (f"{spec.name}-base" + (f"@{calibration_set}" if calibration_set else ""))
 
     def step(self, stage: str, *, target: str | None = None, inputs: dict, outputs) -> Step:
         return step(self.out_dir, stage, target=target, inputs=inputs, outputs=outputs)
@@ -187,28 +196,30 @@ def count_parameters(model_dir: Path) -> int | None:
 
 
 def stage_calibrate(ws: Workspace, log: RunLog) -> None:
-    """Build the calibration set once (if any variant uses one) into ``.pipeline/calibration.json``."""
-    started = time.perf_counter()
-    path = ws.calibration_file
-    if path is None:
+    """Build each calibration set the variants use, once, into ``.pipeline/calibration[@<set>].json``."""
+    if not ws.calibration_sets:
         log.line("calibrate: no variant needs a calibration set")
         return
     tokenizer_files = {p.name: sha256_file(p) for p in sorted(ws.source_dir.iterdir())
                        if p.is_file() and p.name.startswith(("tokenizer", "special_tokens_map"))}
-    calibrate = ws.step("calibrate", inputs={"spec": ws.recipe.calibration.to_dict(), "tokenizer": tokenizer_files},
-                        outputs=lambda: file_stats(path))
-    if not ws.due(calibrate):
-        calibration = load_calibration(path)
-        log.line(f"calibrate: up to date ({len(calibration.input_ids)} samples, sha256 {calibration.sha256[:12]})")
-        return
-    from convert.calibration import build_calibration
+    for calibration_set in ws.calibration_sets:
+        started = time.perf_counter()
+        path, spec = ws.calibration_file(calibration_set), ws.recipe.calibration_spec(calibration_set)
+        label = "calibrate" + (f" {calibration_set}" if calibration_set else "")
+        calibrate = ws.step("calibrate", target=calibration_set, inputs={"spec": spec.to_dict(), "tokenizer": tokenizer_files},
+                            outputs=lambda path=path: file_stats(path))
+        if not ws.due(calibrate):
+            calibration = load_calibration(path)
+            log.line(f"{label}: up to date ({len(calibration.input_ids)} samples, sha256 {calibration.sha256[:12]})")
+            continue
+        from convert.calibration import build_calibration
 
-    calibration = build_calibration(tokenizer_dir=ws.source_dir, spec=ws.recipe.calibration)
-    write_json_atomic(path, {"spec": calibration.spec.to_dict(), "texts": calibration.texts,
-                             "input_ids": calibration.input_ids, "sha256": calibration.sha256})
-    calibrate.record_done()
-    log.line(f"calibrate: {len(calibration.input_ids)} samples, {calibration.n_tokens} tokens, "
-             f"sha256 {calibration.sha256[:12]} in {time.perf_counter() - started:.1f} s")
+        calibration = build_calibration(tokenizer_dir=ws.source_dir, spec=spec)
+        write_json_atomic(path, {"spec": calibration.spec.to_dict(), "texts": calibration.texts,
+                                 "input_ids": calibration.input_ids, "sha256": calibration.sha256})
+        calibrate.record_done()
+        log.line(f"{label}: {len(calibration.input_ids)} samples, {calibration.n_tokens} tokens, "
+                 f"sha256 {calibration.sha256[:12]} in {time.perf_counter() - started:.1f} s")
 
 
 def load_calibration(path: Path | None) -> CalibrationSet | None:
@@ -219,32 +230,34 @@ def load_calibration(path: Path | None) -> CalibrationSet | None:
                           input_ids=data["input_ids"], sha256=data["sha256"])
 
 
-def calibration_sha(ws: Workspace) -> str | None:
-    return load_calibration(ws.calibration_file).sha256 if ws.calibration_file else None
+def calibration_sha(path: Path | None) -> str | None:
+    return load_calibration(path).sha256 if path else None
 
 
 # --- shared bases: what a format builds once for all its variants (GGUF: one F16 GGUF + one imatrix) --
 
 
 def stage_shared_bases(ws: Workspace, log: RunLog) -> None:
-    """``.pipeline/<format>-base/`` for each format whose variants of this run reuse one (``build_shared``)."""
-    for spec in FORMATS.values():
-        final = ws.shared_dir(spec)
+    """``.pipeline/<format>-base[@<set>]/`` for each format (and calibration set) whose variants of this run
+    reuse one (``build_shared``)."""
+    bases = [(spec, calibration_set) for spec in FORMATS.values() for calibration_set in dict.fromkeys([None, *ws.calibration_sets])]
+    for spec, calibration_set in bases:
+        final = ws.shared_dir(spec, calibration_set)
         if final is None:
             continue
         started = time.perf_counter()
-        calibrates = any(v.calibrates for v in ws.variants if v.format == spec.name)
-        sha = calibration_sha(ws) if calibrates else None
+        calibrates = any(v.calibrates and v.calibration_set == calibration_set for v in ws.variants if v.format == spec.name)
+        calibration_file = ws.calibration_file(calibration_set) if calibrates else None
         base = ws.step(final.name, inputs={"source": ws.source["sha256"], "name": ws.recipe.name,
-                                           "tools": tool_versions(spec.tool_packages), "calibration": sha},
-                       outputs=lambda: file_stats(final))
+                                           "tools": tool_versions(spec.tool_packages),
+                                           "calibration": calibration_sha(calibration_file)},
+                       outputs=lambda final=final: file_stats(final))
         if not ws.due(base):
             log.line(f"{final.name}: up to date")
             continue
         with atomic_output_dir(final) as tmp:
             spec.module().build_shared(source_dir=ws.source_dir, out_dir=tmp, model_name=ws.recipe.name,
-                                       calibration=load_calibration(ws.calibration_file) if calibrates else None,
-                                       progress=ws.progress)
+                                       calibration=load_calibration(calibration_file), progress=ws.progress)
         base.record_done()
         log.line(f"{final.name}: built{' with the calibration set' if calibrates else ''} "
                  f"in {time.perf_counter() - started:.1f} s")
@@ -270,19 +283,20 @@ class ConvertJob:
 def stage_convert(ws: Workspace, log: RunLog) -> None:
     """fp16 (the source, linked) and every variant dir; finished ones whose inputs are unchanged are skipped."""
     started = time.perf_counter()
-    sha = calibration_sha(ws)
     fp16_built = build_fp16(ws)
     jobs, steps = [], {}
     for variant in ws.variants:
         final = ws.out_dir / variant.dir_name
+        calibration_file = ws.variant_calibration(variant)
         convert = ws.step("convert", target=final.name, outputs=lambda final=final: listed_files(final), inputs={
             "source": ws.source["sha256"], "name": ws.recipe.name, "format": variant.format, "variant": variant.variant,
-            "calibration": sha if variant.calibrates else None, "tools": tool_versions(variant.spec.tool_packages)})
+            "calibration": calibration_sha(calibration_file), "tools": tool_versions(variant.spec.tool_packages)})
         if ws.due(convert):
             steps[final] = convert
+            shared_dir = ws.shared_dir(variant.spec, variant.calibration_set if variant.calibrates else None)
             jobs.append(ConvertJob(variant=variant, source_dir=ws.source_dir, final_dir=final, model_name=ws.recipe.name,
-                                   source=ws.source, shared_dir=ws.shared_dir(variant.spec), progress=ws.progress and ws.jobs == 1,
-                                   calibration_file=ws.calibration_file if variant.calibrates else None))
+                                   source=ws.source, shared_dir=shared_dir, progress=ws.progress and ws.jobs == 1,
+                                   calibration_file=calibration_file))
     run_jobs(convert_variant, jobs, jobs_n=ws.jobs, desc="convert", progress=ws.progress, log=log,
              finished=lambda job: steps[job.final_dir].record_done())
     log.line(f"convert: {len(ws.variants) + 1} dirs, {len(jobs) + fp16_built} built, "
@@ -344,7 +358,8 @@ def convert_variant(job: ConvertJob) -> str:
             progress=job.progress, model_name=job.model_name, shared_dir=job.shared_dir)
         tools = details.pop("tools", {})
         write_manifest(tmp, new_manifest(fmt=job.variant.format, variant=job.variant.variant, source=job.source,
-                                         calibration=calibration.to_manifest() if calibration else {}, tools=tools,
+                                         calibration={**calibration.to_manifest(), "set": job.variant.calibration_set}
+                                         if calibration else {}, tools=tools,
                                          files_dir=tmp, details=details))
     return f"{job.variant.dir_name}: converted in {time.perf_counter() - started:.1f} s"
 
@@ -356,7 +371,7 @@ def convert_variant(job: ConvertJob) -> str:
 class EvalJob:
     variant_dir: Path
     suites: tuple[str, ...]
-    limit: int | None
+    limits: dict[str, int | None]  # per suite
     max_tokens: int
     seed: int
     progress: bool
@@ -367,14 +382,15 @@ def stage_eval(ws: Workspace, log: RunLog) -> None:
     started = time.perf_counter()
     settings = ws.recipe.eval
     jobs, steps = [], {}
+    limits = {suite: settings.limit_for(suite) for suite in settings.suites}
     for variant_dir in ws.dirs:
         evaluate = ws.step("eval", target=variant_dir.name,
                            outputs=lambda variant_dir=variant_dir: manifest_fields(variant_dir, ("eval",)),
                            inputs={"files": load_manifest(variant_dir).to_dict()["files"], "suites": settings.suites,
-                                   "limit": settings.limit, "max_tokens": settings.max_tokens, "seed": settings.seed})
+                                   "limits": limits, "max_tokens": settings.max_tokens, "seed": settings.seed})
         if ws.due(evaluate):
             steps[variant_dir] = evaluate
-            jobs.append(EvalJob(variant_dir=variant_dir, suites=settings.suites, limit=settings.limit,
+            jobs.append(EvalJob(variant_dir=variant_dir, suites=settings.suites, limits=limits,
                                 max_tokens=settings.max_tokens, seed=settings.seed, progress=ws.progress and ws.jobs == 1))
     run_jobs(eval_variant, jobs, jobs_n=ws.jobs, desc="eval", progress=ws.progress, log=log,
              finished=lambda job: steps[job.variant_dir].record_done())
@@ -391,7 +407,7 @@ def eval_variant(job: EvalJob) -> str:
     params = GenerationParams(temperature=0.0, max_tokens=job.max_tokens)
     results = {}
     for suite in job.suites:
-        records = load_suite(suite, limit=job.limit, seed=job.seed)
+        records = load_suite(suite, limit=job.limits[suite], seed=job.seed)
         summary = evaluate(runtime=runtime, records=records, params=params, progress=job.progress)
         results[suite] = {"format": runtime.format, "runtime": runtime.runtime, "device": "cpu", "suite": suite, **summary}
     write_manifest(job.variant_dir, replace(load_manifest(job.variant_dir), eval=results, verified=False,  # a new
@@ -400,6 +416,52 @@ def eval_variant(job: EvalJob) -> str:
     return (f"{job.variant_dir.name}: {first['suite']} call {_fmt(first['call_accuracy'])} "
             f"name {_fmt(first['name_accuracy'])} json {_fmt(first['json_valid_rate'])} "
             f"({first['n']} cases, {first['wall_seconds']:.1f} s)")
+
+
+# --- fidelity --------------------------------------------------------------------------------------
+
+
+def stage_fidelity(ws: Workspace, log: RunLog) -> None:
+    """Every variant's distance from fp16, token by token (``pipelines.fidelity``), on the first ``fidelity.limit``
+    cases of the gated suite; fp16's top-k log-probs are computed once into ``.pipeline/fidelity/``."""
+    from pipelines.eval import load_suite
+    from pipelines.fidelity import load_or_build_reference
+
+    started = time.perf_counter()
+    settings = ws.recipe.fidelity
+    records = load_suite(ws.recipe.gate_suite, limit=settings.limit, seed=ws.recipe.eval.seed)
+    variant_dirs = ws.dirs[1:]
+    if not variant_dirs:
+        return
+    reference, reference_file = load_or_build_reference(fp16_dir=ws.baseline_dir, records=records, top_k=settings.top_k,
+                                                        cache_dir=ws.state_dir / "fidelity", progress=ws.progress)
+    about = {"suite": ws.recipe.gate_suite, "cases": len(records), "top_k": settings.top_k,
+             "sha256": sha256_file(reference_file)}
+    measured = 0
+    for variant_dir in tqdm(variant_dirs, desc="fidelity", unit="variant", disable=not ws.progress, file=sys.stderr):
+        measure = ws.step("fidelity", target=variant_dir.name,
+                          outputs=lambda variant_dir=variant_dir: manifest_fields(variant_dir, ("fidelity",)),
+                          inputs={"files": load_manifest(variant_dir).to_dict()["files"], "reference": about})
+        if not ws.due(measure):
+            continue
+        summary = fidelity_of(variant_dir, reference=reference)
+        write_manifest(variant_dir, replace(load_manifest(variant_dir), fidelity={"reference": about, **summary}))
+        measure.record_done()
+        measured += 1
+        answer = summary["answer"]
+        log.line(f"  {variant_dir.name}: answer mean KLD {answer['mean_kl']:.5f}, 99% {answer['p99_kl']:.4f}, "
+                 f"top-1 {answer['top1_agreement']:.4f} ({summary['wall_seconds']:.1f} s)")
+    log.line(f"fidelity: {len(variant_dirs)} variants, {measured} measured, {len(variant_dirs) - measured} up to date, "
+             f"in {time.perf_counter() - started:.1f} s")
+
+
+def fidelity_of(variant_dir: Path, *, reference) -> dict:
+    from invoker.runtimes import load_runtime
+    from pipelines.fidelity import score_variant
+
+    started = time.perf_counter()
+    summary = score_variant(runtime=load_runtime(variant_dir), reference=reference, progress=False)
+    return {**summary, "wall_seconds": round(time.perf_counter() - started, 3)}
 
 
 # --- bench -----------------------------------------------------------------------------------------
@@ -464,6 +526,7 @@ def stage_gate(ws: Workspace, log: RunLog) -> None:
         gate = ws.step("gate", target=variant_dir.name,
                        outputs=lambda: manifest_fields(variant_dir, ("verified", "gate", "release")),
                        inputs={"eval": manifest.eval.get(suite), "baseline": baseline.eval.get(suite), "suite": suite,
+                               "fidelity": manifest.fidelity.get("answer"),
                                "settings": settings.to_dict(), "bits_per_weight": bits, "release": release})
         if ws.due(gate):
             verdict = gate_variant(manifest=manifest, baseline=baseline, settings=settings, suite=suite,
@@ -497,7 +560,8 @@ def stage_report(ws: Workspace, log: RunLog) -> None:
              f"({len(rows)} variants) in {time.perf_counter() - started:.1f} s")
 
 
-STAGES = (stage_calibrate, stage_shared_bases, stage_convert, stage_eval, stage_bench, stage_gate, stage_report)
+STAGES = (stage_calibrate, stage_shared_bases, stage_convert, stage_eval, stage_fidelity, stage_bench, stage_gate,
+          stage_report)
 
 
 def _fmt(value: float | None, *, digits: int = 3) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from invoker.runtimes import load_runtime
 from pipelines.eval import load_suite
-from pipelines.fidelity import Reference, build_reference, case_ids, load_or_build_reference, score_variant
+from pipelines.fidelity import Reference, build_reference, case_ids, load_or_build_reference, reference_key, score_variant
 
 RECORDS = load_suite("synthetic", limit=3)
 
@@ -58,30 +58,34 @@ def test_an_f16_gguf_is_close_and_a_noisy_copy_is_far(tiny_random_model, tiny_f1
     assert far["answer"]["top1_agreement"] < close["answer"]["top1_agreement"]
 
 
-def test_the_reference_is_kept_beside_fp16_and_rebuilt_only_for_other_cases(tiny_random_model, tmp_path):
-    fp16_dir = tmp_path / "fp16"
+def test_the_reference_is_cached_and_rebuilt_only_when_cases_or_weights_change(tiny_random_model, tmp_path):
+    fp16_dir, cache = tmp_path / "fp16", tmp_path / "cache"
     shutil.copytree(tiny_random_model, fp16_dir)
-    first = load_or_build_reference(fp16_dir=fp16_dir, records=RECORDS[:2], top_k=4, progress=False)
-    stamp = (fp16_dir / "fidelity-reference.npz").stat().st_mtime_ns
-    again = load_or_build_reference(fp16_dir=fp16_dir, records=RECORDS[:2], top_k=4, progress=False)
-    assert (fp16_dir / "fidelity-reference.npz").stat().st_mtime_ns == stamp
+    first, path = load_or_build_reference(fp16_dir=fp16_dir, records=RECORDS[:2], cache_dir=cache, top_k=4, progress=False)
+    stamp = path.stat().st_mtime_ns
+    again, same_path = load_or_build_reference(fp16_dir=fp16_dir, records=RECORDS[:2], cache_dir=cache, top_k=4, progress=False)
+    assert same_path == path and path.stat().st_mtime_ns == stamp
     assert [a.tolist() for a in again.ids] == [a.tolist() for a in first.ids]
-    other = load_or_build_reference(fp16_dir=fp16_dir, records=RECORDS, top_k=4, progress=False)
-    assert len(other.case_ids) == 3
-    loaded = Reference.load(fp16_dir / "fidelity-reference.npz")
-    assert np.array_equal(loaded.top_logprobs[2], other.top_logprobs[2])
+    other, other_path = load_or_build_reference(fp16_dir=fp16_dir, records=RECORDS, cache_dir=cache, top_k=4, progress=False)
+    assert other_path != path and len(other.case_ids) == 3
+    assert np.array_equal(Reference.load(other_path).top_logprobs[2], other.top_logprobs[2])
+    weights = next(fp16_dir.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b" ")  # other weights (content no longer matters: only the key)
+    assert reference_key(fp16_dir=fp16_dir, records=RECORDS, top_k=4)[:20] not in other_path.name
 
 
 @pytest.mark.e2e
-def test_the_cli_measures_a_gguf_against_fp16(tiny_random_model, tiny_f16_gguf, tmp_path, capsys):
+def test_the_cli_measures_a_gguf_against_fp16(tiny_random_model, tiny_f16_gguf, tmp_path, capsys, monkeypatch):
     import json
 
     from pipelines.cli import main
 
+    monkeypatch.setenv("INVOKER_CACHE", str(tmp_path / "cache"))
     fp16_dir = tmp_path / "fp16"
     shutil.copytree(tiny_random_model, fp16_dir)
     assert main(["fidelity", str(tiny_f16_gguf), "--reference", str(fp16_dir), "--limit", "2", "--top-k", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["cases"] == 2 and result["top_k"] == 4 and result["answer"]["top1_agreement"] > 0.9
+    assert len(list((tmp_path / "cache" / "fidelity").glob("reference-*.npz"))) == 1  # fp16's dir is left as it was
     assert main(["fidelity", str(fp16_dir), "--reference", str(tiny_f16_gguf)]) == 2
     assert "must be an fp16 checkpoint" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def test_variant_settings_give_bits_per_weight_calibration_and_comparison():
     assert gguf.variant_settings("Q8_0") == VariantSettings(bits_per_weight=8.5, calibrates=False)
     assert gguf.variant_settings("Q4_K_M") == VariantSettings(bits_per_weight=4.5, calibrates=True)
     assert gguf.variant_settings("Q4_K_M-noimatrix") == VariantSettings(bits_per_weight=4.5, calibrates=False,
-                                                                        comparison=True)
+                                                                        comparison=True, ablation_of="Q4_K_M")
     assert gptq.variant_settings("4bit-g128") == VariantSettings(bits_per_weight=4 + 20 / 128, calibrates=True)
     assert awq.variant_settings("4bit-g32").bits_per_weight == 4 + 20 / 32
     with pytest.raises(ValueError, match=r"unknown GGUF variant 'Q9'; valid: F16, Q8_0, Q5_K_M, Q4_K_M \(or any of BF16"):

@@ -91,3 +91,47 @@ def test_the_verdict_fits_the_manifest_contract():
     gated = {**variant.to_dict(), "verified": verdict.pop("verified"), "gate": verdict}
     assert validate_manifest(gated) == []
     assert gated["gate"]["reason"].startswith("verified: ")
+
+
+def outcomes_manifest(outcomes: str, *, answer_kl: float | None = None) -> Manifest:
+    """A manifest whose call accuracy comes from per-case outcomes (``1`` right, ``0`` wrong), as the eval writes them."""
+    from pipelines.metrics import CaseScore, summarize
+
+    scores = [CaseScore(id=f"case-{i}", kind="call", expected="function_call", expected_name="f", predicted="function_call",
+                        predicted_name="f", name_correct=True, call_correct=o == "1", json_valid=True, schema_valid=True,
+                        relevance_correct=None, output_valid=True) for i, o in enumerate(outcomes)]
+    data = manifest(call=None, name=1.0, json_valid=1.0).to_dict()
+    data["eval"] = {SUITE: summarize(scores)}
+    if answer_kl is not None:
+        data["fidelity"] = {"answer": {"mean_kl": answer_kl}}
+    return Manifest.from_dict(data)
+
+
+def test_a_significant_paired_drop_fails_even_above_the_ratio():
+    baseline = outcomes_manifest("1" * 200)
+    verdict = gate(outcomes_manifest("0" * 16 + "1" * 184), baseline)  # 0.92 >= 0.90 × 1.0, but 16 to 0 on the same cases
+    assert verdict["verified"] is False
+    assert "call_accuracy 0.920 [0.874, 0.950] >= 0.90 × fp16's 1.000 [0.981, 1.000] = 0.900" in verdict["reason"]
+    assert "paired on 200 cases -0.080 (fp16 only 16, variant only 0, McNemar p=3.05e-05): a significant drop" in verdict["reason"]
+    assert verdict["checks"][0]["decided_by"] == "paired test"
+
+
+def test_a_shortfall_the_sample_cannot_resolve_is_decided_by_the_answer_kld():
+    baseline = outcomes_manifest("1" * 10)
+    close, far = outcomes_manifest("0011111111", answer_kl=0.04), outcomes_manifest("0011111111", answer_kl=0.3)
+    verdict = gate(close, baseline)
+    assert verdict["verified"] is True and verdict["checks"][0]["decided_by"] == "kld"
+    assert ("fp16 only 2, variant only 0, McNemar p=0.5): not resolved by the sample, so the answer KLD decides: "
+            "0.0400 <= 0.1") in verdict["reason"]
+    assert gate(far, baseline)["verified"] is False
+    assert "0.3000 > 0.1" in gate(far, baseline)["reason"]
+    unmeasured = gate(outcomes_manifest("0011111111"), baseline)
+    assert unmeasured["verified"] is False and "no fidelity figures to decide" in unmeasured["reason"]
+
+
+def test_outcomes_of_other_cases_are_never_paired():
+    baseline = outcomes_manifest("1" * 200)
+    data = outcomes_manifest("0" * 16 + "1" * 184).to_dict()
+    data["eval"][SUITE]["outcomes"]["cases_sha256"] = "0" * 64  # evaluated on other cases
+    verdict = gate(Manifest.from_dict(data), baseline)
+    assert verdict["verified"] is True and "paired" not in verdict["reason"]

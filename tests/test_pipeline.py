@@ -34,6 +34,9 @@ path = "{tiny_random_model}"
 [eval]
 limit = 2
 max_tokens = 16
+[fidelity]
+limit = 2
+top_k = 8
 [bench]
 prompt_tokens = 8
 gen_tokens = 8
@@ -110,7 +113,12 @@ def test_a_run_builds_evaluates_benches_gates_and_reports_every_variant(finished
         assert manifest["bench"]["cpu"]["prompt_tok_s"] > 0 and "decode_tok_s" in manifest["bench"]["cpu"]
         assert manifest["gate"]["reason"].startswith(("verified: ", "not verified: "))
         assert manifest["source"]["parameters"] > 0
-    assert read_manifest(finished / "fp16")["format"] == "fp16"
+    assert read_manifest(finished / "fp16")["format"] == "fp16" and "fidelity" not in read_manifest(finished / "fp16")
+    f16, q8 = (read_manifest(finished / name)["fidelity"] for name in ("gguf-F16", "gguf-Q8_0"))
+    assert f16["reference"]["cases"] == 2 and f16["reference"]["top_k"] == 8 and f16["answer"]["positions"] > 0
+    assert f16["answer"]["mean_kl"] < 1e-3 and f16["answer"]["top1_agreement"] > 0.9  # F16 computes what fp16 does
+    assert q8["answer"]["mean_kl"] >= f16["answer"]["mean_kl"]
+    assert list((finished / ".pipeline" / "fidelity").glob("reference-*.npz"))
     report = json.loads((finished / "report.json").read_text())
     assert sorted(report) == sorted(VARIANT_DIRS)
     assert report["gguf-Q8_0"]["bits_per_weight"] < report["gguf-F16"]["bits_per_weight"]
@@ -128,7 +136,8 @@ def test_a_second_run_does_nothing_and_finishes_fast(recipe, finished):
     assert snapshot(finished) == before  # not a byte, not an mtime changed
     log = last_log(finished)
     for line in ("calibrate: no variant needs", "gguf-base: up to date", "convert: 3 dirs, 0 built, 3 up to date",
-                 "eval: 3 dirs, 0 evaluated", "bench: 3 dirs, 0 measured", "gate: ", "report: up to date"):
+                 "eval: 3 dirs, 0 evaluated", "fidelity: 2 variants, 0 measured", "bench: 3 dirs, 0 measured", "gate: ",
+                 "report: up to date"):
         assert line in log
     assert "3 up to date" in log.split("gate: ")[1]
     assert seconds < 30, f"a no-op rerun took {seconds:.1f} s"

@@ -2,7 +2,8 @@
 without the importance matrix, GPTQ and AWQ, all through the pipeline's own ``convert_variant``.
 
 The manifests and report.json are compared with a recorded run (``tests/golden/pipeline-formats.json``),
-with what legitimately varies set aside: tool versions, timings, bench figures and the source's path.
+with what legitimately varies set aside: tool versions, timings, bench figures, the source's path and the
+fidelity figures' values (float sums of another CPU's kernels differ in the last bits; their keys stay).
 A refactor of the stages, the converters or the registry must leave them equal.
 After an intended change, rewrite the recording with ``INVOKER_UPDATE_GOLDEN=1`` and review its diff.
 """
@@ -19,8 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "pipeline-formats.json"
-VARIANTS = ("gguf:F16", "gguf:Q4_K_M", "gguf:Q4_K_M-noimatrix", "gptq:4bit-g128", "awq:4bit-g128")
-DIRS = ("fp16", "gguf-F16", "gguf-Q4_K_M", "gguf-Q4_K_M-noimatrix", "gptq-4bit-g128", "awq-4bit-g128")
+VARIANTS = ("gguf:F16", "gguf:Q4_K_M", "gguf:Q4_K_M-noimatrix", "gguf:Q4_K_M@prose", "gptq:4bit-g128", "awq:4bit-g128")
+DIRS = ("fp16", "gguf-F16", "gguf-Q4_K_M", "gguf-Q4_K_M-noimatrix", "gguf-Q4_K_M@prose", "gptq-4bit-g128", "awq-4bit-g128")
+PROSE = "\n\n".join(f"Passage {i}: the quick brown fox jumps over the lazy dog, and the dog sleeps on." for i in range(400))
 VARYING = ("timings", "wall_seconds", "seconds_per_case")  # how long it took: never the same twice
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def out(tiny_random_model, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("formats")
+    (root / "prose.txt").write_text(PROSE, encoding="utf-8")
     recipe = root / "tiny.toml"
     recipe.write_text(f"""
 name = "tiny"
@@ -40,9 +43,18 @@ source = "synthetic"
 n_samples = 4
 max_length = 64
 seed = 0
+[calibrations.prose]                  # generic text only: the calibration study's comparison set
+source = "synthetic"
+n_samples = 4
+max_length = 64
+general_text = "{root / 'prose.txt'}"
+general_text_fraction = 1.0
 [eval]
 limit = 2
 max_tokens = 16
+[fidelity]
+limit = 2
+top_k = 8
 [bench]
 prompt_tokens = 8
 gen_tokens = 8
@@ -67,12 +79,21 @@ def normalized_manifest(manifest: dict) -> dict:
     if "converter" in conversion:
         conversion["converter"] = {key: "<version>" for key in conversion["converter"]}
     manifest["conversion"] = conversion
+    if "fidelity" in manifest:
+        manifest["fidelity"] = figure_keys(manifest["fidelity"])
     return drop_keys(manifest, VARYING)
 
 
+def figure_keys(fidelity: dict) -> dict:
+    """The fidelity figures with their values set aside (positions and case counts kept: those are exact)."""
+    return {key: figure_keys(value) if isinstance(value, dict)
+            else value if key in ("positions", "cases", "top_k", "suite") else "<figure>"
+            for key, value in fidelity.items()}
+
+
 def normalized_report(report: dict) -> dict:
-    return {name: drop_keys({**entry, "bench": {device: sorted(result) for device, result in entry["bench"].items()}},
-                            VARYING)
+    return {name: drop_keys({**entry, "bench": {device: sorted(result) for device, result in entry["bench"].items()},
+                             "fidelity": figure_keys(entry["fidelity"])}, VARYING)
             for name, entry in report.items()}
 
 
@@ -92,19 +113,31 @@ def recording(out: Path) -> dict:
 def test_every_format_is_built_from_one_calibration_set_and_the_shared_gguf_base(out):
     manifests = {name: json.loads((out / name / "manifest.json").read_text()) for name in DIRS}
     calibrated = {name for name, m in manifests.items() if m["calibration"]}
-    assert calibrated == {"gguf-Q4_K_M", "gptq-4bit-g128", "awq-4bit-g128"}
-    assert len({manifests[name]["calibration"]["sha256"] for name in calibrated}) == 1
+    assert calibrated == {"gguf-Q4_K_M", "gguf-Q4_K_M@prose", "gptq-4bit-g128", "awq-4bit-g128"}
+    assert len({manifests[name]["calibration"]["sha256"] for name in calibrated - {"gguf-Q4_K_M@prose"}}) == 1
+    prose = manifests["gguf-Q4_K_M@prose"]
+    assert prose["calibration"]["sha256"] != manifests["gguf-Q4_K_M"]["calibration"]["sha256"]
+    assert prose["calibration"]["spec"]["general_text_fraction"] == 1.0 and prose["release"] is False
+    assert prose["files"]["imatrix.gguf"]["sha256"] != manifests["gguf-Q4_K_M"]["files"]["imatrix.gguf"]["sha256"]
+    calibration = json.loads((out / ".pipeline" / "calibration@prose.json").read_text())
+    assert all(text.startswith("Passage ") for text in calibration["texts"])  # only the named set's text
     assert "imatrix.gguf" in manifests["gguf-Q4_K_M"]["files"]
     assert "imatrix.gguf" not in manifests["gguf-Q4_K_M-noimatrix"]["files"]
     for name in ("gptq-4bit-g128", "awq-4bit-g128"):
         assert manifests[name]["conversion"]["quantization"]["bits"] == 4
         assert manifests[name]["eval"]["synthetic"]["n"] == 2  # loaded through its runtime and evaluated
-    assert [name for name, m in manifests.items() if m["release"] is False] == ["fp16", "gguf-Q4_K_M-noimatrix"]
+    assert [name for name, m in manifests.items() if m["release"] is False] == ["fp16", "gguf-Q4_K_M-noimatrix",
+                                                                                "gguf-Q4_K_M@prose"]
     records = out / ".pipeline" / "records"  # the one place every stage records what it did
-    assert sorted(p.name for p in records.iterdir()) == ["bench", "calibrate.json", "convert", "eval", "gate",
-                                                        "gguf-base.json", "prepare.json", "report.json"]
+    assert sorted(p.name for p in records.iterdir()) == ["bench", "calibrate", "calibrate.json", "convert", "eval",
+                                                        "fidelity", "gate", "gguf-base.json", "gguf-base@prose.json",
+                                                        "prepare.json", "report.json"]
     for stage in ("convert", "eval", "bench", "gate"):
         assert sorted(p.stem for p in (records / stage).iterdir()) == sorted(DIRS)
+    assert sorted(p.stem for p in (records / "fidelity").iterdir()) == sorted(DIRS[1:])  # every variant against fp16
+    for name in DIRS[1:]:
+        answer = manifests[name]["fidelity"]["answer"]
+        assert answer["positions"] > 0 and answer["mean_kl"] >= 0 and 0 <= answer["top1_agreement"] <= 1
 
 
 def test_manifests_and_report_equal_the_recorded_run(out):

@@ -72,6 +72,12 @@ def test_bad_variants_are_refused_naming_the_entry_and_the_valid_choices(tmp_pat
         ('[gate]\nsuite = "bfcl:simple"\n', "gate.suite: 'bfcl:simple' is not one of eval.suites (synthetic)"),
         ("[gate]\nratio = 0.9\n", "gate.ratio: unknown key; valid: ratio_8bit"),
         ("[eval]\nlimit = 0\n", "eval.limit: must be an integer >= 1, got 0"),
+        ('[eval]\nlimits = { "bfcl:simple" = 5 }\n', "eval.limits: 'bfcl:simple' is not one of eval.suites (synthetic)"),
+        ('[eval]\nlimits = { "synthetic" = 0 }\n', "eval.limits.'synthetic': must be an integer >= 1, got 0"),
+        ("[gate]\nkld_4bit = -1\n", "gate.kld_4bit: must be a number in [0, inf], got -1"),
+        ("[gate]\nalpha = 2\n", "gate.alpha: must be a number in [0, 1], got 2"),
+        ("[fidelity]\nlimit = 0\n", "fidelity.limit: must be an integer >= 1, got 0"),
+        ("[fidelity]\ncases = 5\n", "fidelity.cases: unknown key; valid: limit, top_k"),
         ('[eval]\nsuites = ["mmlu"]\n', "eval.suites[0]: unknown suite 'mmlu'"),
         ("[bench]\nruns = 0\n", "bench.runs: must be an integer >= 1, got 0"),
         ('[bench]\ndevices = ["tpu"]\n', "bench.devices: must be a non-empty list of 'cpu' / 'cuda'"),
@@ -183,3 +189,36 @@ def test_comparison_variants_are_not_for_release_by_default_and_compare_only_say
     path.write_text(f'compare_only = ["awq:4bit-g128"]\n{write_recipe(tmp_path, model_dir, "", variants=variants).read_text()}')
     with pytest.raises(RecipeError, match=re.escape("compare_only[0]: 'awq:4bit-g128' is not one of variants")):
         load_recipe(path)
+
+
+def test_per_suite_limits_override_the_eval_limit(tmp_path, model_dir):
+    body = '[eval]\nsuites = ["synthetic", "bfcl:simple"]\nlimit = 200\nlimits = { "bfcl:simple" = 40 }\n'
+    recipe = load_recipe(write_recipe(tmp_path, model_dir, body))
+    assert recipe.eval.limit_for("synthetic") == 200 and recipe.eval.limit_for("bfcl:simple") == 40
+    assert recipe.gate.kld_for(4.5) == recipe.gate.kld_4bit and recipe.gate.kld_for(8.5) == recipe.gate.kld_8bit
+
+
+def test_a_named_calibration_set_makes_a_comparison_variant_of_its_own(tmp_path, model_dir):
+    body = '[calibrations.generic]\ngeneral_text = "corpus:botchan"\ngeneral_text_fraction = 1.0\nn_samples = 4\n'
+    recipe = load_recipe(write_recipe(tmp_path, model_dir, body, variants='["gguf:Q4_K_M", "gguf:Q4_K_M@generic"]'))
+    default, generic = recipe.variants
+    assert (generic.name, generic.dir_name, generic.calibration_set) == ("gguf:Q4_K_M@generic", "gguf-Q4_K_M@generic", "generic")
+    assert default.release is True and generic.release is False  # built to compare with, not published
+    assert recipe.calibration_spec("generic").general_text_fraction == 1.0
+    assert recipe.calibration_spec(None) == recipe.calibration
+
+
+@pytest.mark.parametrize(
+    ("variants", "body", "message"),
+    [
+        ('["gguf:Q4_K_M@nope"]', "", "variants[0]: calibration set 'nope' is not defined; define [calibrations.nope]"),
+        ('["gguf:Q8_0@generic"]', '[calibrations.generic]\nn_samples = 4\n',
+         "variants[0]: gguf:Q8_0 uses no calibration set, so '@generic' means nothing"),
+        ('["gguf:Q8_0"]', '[calibrations.generic]\ngeneral_text = "corpus:nope"\ngeneral_text_fraction = 1.0\n',
+         "calibrations.generic.general_text: unknown corpus 'corpus:nope'; known: corpus:botchan"),
+        ('["gguf:Q8_0"]', '[calibrations.generic]\nsamples = 4\n', "calibrations.generic.samples: unknown key"),
+    ],
+)
+def test_bad_calibration_sets_are_refused_naming_the_key(tmp_path, model_dir, variants, body, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(write_recipe(tmp_path, model_dir, body, variants=variants))
