@@ -202,6 +202,25 @@ def test_legacy_functions_forced_then_follow_up_with_the_result(server):
     assert [c for c in streamed if c.choices][-1].choices[0].finish_reason in ("stop", "length", "function_call")
 
 
+def test_the_seed_example_calls_get_time_for_singapore_then_summarises_the_result(server, fp16_model):
+    """The original Invoker README's client flow, unforced (greedy here): the bundled model calls get_time with
+    the city, and after the function's result answers in text that carries it, as the seed's second request
+    does (messages only, no functions)."""
+    if fp16_model != TINY_INVOKER:
+        pytest.skip("needs the bundled model (models/tiny-invoker, built by make setup)")
+    api = client(server, v1=False)
+    messages = list(USER)
+    first = api.chat.completions.create(model="m", messages=messages, functions=[GET_TIME], temperature=0)
+    call = first.choices[0].message.function_call
+    assert first.choices[0].finish_reason == "function_call" and call is not None and call.name == "get_time"
+    assert "singapore" in json.loads(call.arguments)["location"].lower()
+    messages += [first.choices[0].message, {"role": "function", "name": "get_time", "content": "08:00 PM"}]
+    second = api.chat.completions.create(model="m", messages=messages, temperature=0)
+    answer = second.choices[0].message
+    assert second.choices[0].finish_reason == "stop" and answer.function_call is None
+    assert "8:00" in answer.content, answer.content
+
+
 def test_bad_inputs_get_openai_errors_from_the_real_server(server):
     api = client(server)
     with pytest.raises(openai.BadRequestError) as error:
