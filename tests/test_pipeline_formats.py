@@ -79,6 +79,9 @@ def normalized_manifest(manifest: dict) -> dict:
     if "converter" in conversion:
         conversion["converter"] = {key: "<version>" for key in conversion["converter"]}
     manifest["conversion"] = conversion
+    if (manifest.get("calibration") or {}).get("spec", {}).get("general_text"):
+        manifest["calibration"] = {**manifest["calibration"],
+                                   "spec": {**manifest["calibration"]["spec"], "general_text": "<prose file>"}}
     if "fidelity" in manifest:
         manifest["fidelity"] = figure_keys(manifest["fidelity"])
     return drop_keys(manifest, VARYING)
