@@ -242,11 +242,13 @@ def test_bad_inputs_get_openai_errors_from_the_real_server(server):
 
 
 def test_bounded_load_leaves_the_server_healthy(server):
-    """32 clients x 5 requests: only 200s and intended 429s, /health fast, memory back near its baseline.
+    """32 clients x 5 requests, twice: only 200s and intended 429s, /health fast, memory bounded.
 
-    The baseline is taken after a warm-up burst of the same shape: the first burst sizes the allocator's
-    per-thread arenas and the runtime's buffers for as many streams as run at once (with the bundled
-    191M-parameter model, ~100 MiB of KV caches and logits); what must not happen is growth after that."""
+    The baseline is taken after a warm-up burst of the same shape. The fp16 server then settles some tens
+    of MiB higher (allocator arenas of the worker threads, shape-keyed compute caches): measured +68, +67
+    MiB after one round in two fresh-clone runs and +15 then +68 MiB after two rounds here — a plateau,
+    not growth per request. Two rounds (320 requests) must stay within 128 MiB of the baseline, which a
+    leak of 400 KiB per request would break."""
     headers = {"Authorization": "Bearer test"}
     warm = httpx.post(server.url + "/v1/chat/completions", headers=headers, timeout=300,
                       json={"model": "m", "messages": USER, "max_tokens": 16})
@@ -254,17 +256,18 @@ def test_bounded_load_leaves_the_server_healthy(server):
     burst = load_in_subprocess(server.url, clients=32, requests_per_client=1, max_tokens=16, api_key="test")
     burst.communicate()
     time.sleep(1.0)
-    baseline = server.rss_bytes()
-    load = load_in_subprocess(server.url, clients=32, requests_per_client=5, max_tokens=16, api_key="test")
-    health = probe_health(server.url, while_running=lambda: load.poll() is None)
-    statuses = json.loads(load.communicate()[0])
-    time.sleep(1.0)
-    after = server.rss_bytes()
-    state = httpx.get(server.url + "/health").json()
-    print(f"load: {statuses.count(200)} x 200, {statuses.count(429)} x 429; /health median "
-          f"{1000 * sorted(health)[len(health) // 2]:.1f} ms, max {1000 * max(health):.1f} ms; "
-          f"RSS {baseline >> 20} MiB -> {after >> 20} MiB")
-    assert len(statuses) == 160 and set(statuses) <= {200, 429} and statuses.count(200) >= 9
-    assert_health_fast(health)
-    assert (state["running"], state["waiting"]) == (0, 0)
-    assert after < baseline + (64 << 20), (baseline, after)
+    rss = [server.rss_bytes()]
+    for _ in range(2):
+        load = load_in_subprocess(server.url, clients=32, requests_per_client=5, max_tokens=16, api_key="test")
+        health = probe_health(server.url, while_running=lambda: load.poll() is None)
+        statuses = json.loads(load.communicate()[0])
+        time.sleep(1.0)
+        rss.append(server.rss_bytes())
+        state = httpx.get(server.url + "/health").json()
+        print(f"load: {statuses.count(200)} x 200, {statuses.count(429)} x 429; /health median "
+              f"{1000 * sorted(health)[len(health) // 2]:.1f} ms, max {1000 * max(health):.1f} ms; "
+              f"RSS {' -> '.join(f'{r >> 20} MiB' for r in rss)}")
+        assert len(statuses) == 160 and set(statuses) <= {200, 429} and statuses.count(200) >= 9
+        assert_health_fast(health)
+        assert (state["running"], state["waiting"]) == (0, 0)
+    assert max(rss) < rss[0] + (128 << 20), rss
