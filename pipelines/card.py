@@ -123,7 +123,7 @@ def result_row(*, variant: ReleaseVariant, suite: str | None, base: dict) -> dic
     size, bits = manifest.weight_bytes, manifest.bits_per_weight
     kld = entry["fidelity"]["mean_kl"]
     return {
-        "variant": f"{manifest.format} (reference)" if is_baseline else f"{manifest.format} {manifest.variant}",
+        "variant": variant_label(manifest),
         "size": human_bytes(size) if size else "—",
         "bits": "—" if bits is None else f"{bits:.2f}",
         "accuracy": cell,
@@ -134,13 +134,17 @@ def result_row(*, variant: ReleaseVariant, suite: str | None, base: dict) -> dic
     }
 
 
+def variant_label(manifest: Manifest) -> str:
+    return f"{manifest.format} (reference)" if manifest.format == BASELINE.name else f"{manifest.format} {manifest.variant}"
+
+
 def other_suites(*, release: Release, plan: RepoPlan) -> dict | None:
     """The suites evaluated besides the gated one (public benchmarks such as BFCL): names and one row per variant."""
     variants = card_variants(release=release, plan=plan)
     names = [s for s in dict.fromkeys(s for v in variants for s in v.manifest.eval) if s != release.gated_suite]
     if not names:
         return None
-    rows = [{"variant": result_row(variant=v, suite=None, base={})["variant"],
+    rows = [{"variant": variant_label(v.manifest),
              "cells": [suite_cell(v.manifest.metrics(name)) for name in names]} for v in variants]
     return {"names": names, "rows": rows}
 

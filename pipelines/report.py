@@ -48,7 +48,7 @@ def report_entry(*, manifest: Manifest, suite: str | None, base_metrics: dict) -
     entry = {
         "format": manifest.format,
         "variant": manifest.variant,
-        "calibration_set": calibration_set_of(manifest),
+        "calibration_set": manifest.calibration.get("set"),  # a named set: gguf:Q4_K_M@generic
         "bits_per_weight": manifest.bits_per_weight,
         "size_bytes": manifest.size_bytes,
         "weight_bytes": manifest.weight_bytes,
@@ -70,11 +70,6 @@ def report_entry(*, manifest: Manifest, suite: str | None, base_metrics: dict) -
     entry["verified"] = manifest.verified
     entry["reason"] = manifest.gate.get("reason")
     return entry
-
-
-def calibration_set_of(manifest: Manifest) -> str | None:
-    """The named calibration set a variant was built with (``gguf:Q4_K_M@generic``), from its manifest."""
-    return manifest.calibration.get("set")
 
 
 def bench_entry(result: dict) -> dict:
