@@ -68,8 +68,8 @@ def evaluate(
 
     ``on_case`` receives each case's prediction and verdicts as a JSON-ready dict (for ``--details``),
     in the records' order. ``constrained`` decodes under the server's answer grammar
-    (``invoker.constrain``, tool choice auto). A runtime with ``generate_batch`` (transformers)
-    decodes ``batch_size`` cases of similar prompt length together; the others go one by one.
+    (``invoker.constrain``, tool choice auto). A runtime with ``generate_batch`` (transformers,
+    llama.cpp) decodes ``batch_size`` cases of similar prompt length together; the others go one by one.
     """
     cases: list[tuple[dict, CaseScore] | None] = [None] * len(records)
     started = time.perf_counter()

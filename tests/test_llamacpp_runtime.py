@@ -262,3 +262,45 @@ def test_long_sequences_are_scored_across_several_batches(runtime, hf_runtime):
     ids = hf_runtime.encode(PROMPT * 8)[:1100]  # over llama.cpp's 512-token batch twice
     ours, theirs = runtime.logprobs(ids), hf_runtime.logprobs(ids)
     assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.95
+
+
+# --- batched greedy decoding (what eval uses) ----------------------------------------------------
+
+BATCH_PROMPTS = [
+    PROMPT,
+    "USER: hi\nASSISTANT:",
+    "USER: please convert 25 USD to EUR and tell me the time in Tokyo, then book a table\nASSISTANT:",
+    "Available Functions:\nNone\n\nUSER: send email to the user with subject note\nASSISTANT:",
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("params", [
+    GenerationParams(max_tokens=20),
+    GenerationParams(max_tokens=12, stop=("e", "the")),
+    GenerationParams(max_tokens=9, ignore_eos=True),
+])
+def test_generate_batch_equals_one_by_one(runtime, params):
+    batched = runtime.generate_batch(BATCH_PROMPTS, params)
+    assert batched == [generate(runtime, prompt, params) for prompt in BATCH_PROMPTS]
+
+
+@pytest.mark.e2e
+def test_generate_batch_gives_each_row_its_own_budget_and_grows_its_context(runtime):
+    # a prompt 6 tokens short of the context gets a budget of 6; the others keep max_tokens. The batch
+    # holds more cells than the model's context, and a prompt over n_batch (512) is read in chunks.
+    near_full = runtime.encode(PROMPT * 40)[1 : runtime.context_length - 6]
+    long_prompt = runtime.llama.detokenize(near_full).decode("utf-8", errors="ignore")
+    prompts = [long_prompt, BATCH_PROMPTS[1], BATCH_PROMPTS[2]]
+    params = GenerationParams(max_tokens=16, ignore_eos=True)
+    batched = runtime.generate_batch(prompts, params)
+    assert batched == [generate(runtime, prompt, params) for prompt in prompts]
+    assert [g.completion_tokens for g in batched] == [runtime.context_length - batched[0].prompt_tokens, 16, 16]
+    assert batched[0].finish_reason == "length" and batched[0].completion_tokens < 16
+    assert runtime._batch_context.cells > runtime.context_length
+
+
+@pytest.mark.e2e
+def test_generate_batch_refuses_a_prompt_over_the_context(runtime):
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        runtime.generate_batch([PROMPT, "word " * 3000], GenerationParams(max_tokens=4))

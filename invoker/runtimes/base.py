@@ -12,6 +12,7 @@ Shared here so every runtime behaves alike:
 
 from __future__ import annotations
 
+import codecs
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -165,3 +166,68 @@ def final_chunk(*, stops: StopMatcher, decoder, text: str, finish_reason: str, p
         tail += "" if stopped else stops.flush()
         finish_reason = "stop" if stopped else finish_reason
     return Chunk(text=tail, finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+class RowText:
+    """One sequence's text as a stream emits it: token bytes -> incremental UTF-8 -> stop strings."""
+
+    def __init__(self, token_bytes: list[bytes], stop: tuple[str, ...]) -> None:
+        self._token_bytes = token_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = StopMatcher(stop)
+        self._last = ""
+
+    def feed(self, token: int) -> tuple[str, bool]:
+        """(text to emit now, whether a stop string ended the sequence)."""
+        piece = self._token_bytes[token] if token < len(self._token_bytes) else b""
+        self._last, stopped = self._stops.feed(self._utf8.decode(piece))
+        return self._last, stopped
+
+    def final(self, *, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> Chunk:
+        return final_chunk(stops=self._stops, decoder=self._utf8, text=self._last, finish_reason=finish_reason,
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+class BatchRows:
+    """The bookkeeping of batched greedy generation (``generate_batch``), shared by the runtimes: each row's
+    text, token count, budget and finish reason, ending as ``generate`` would end it one by one. A prompt over
+    the context is a ``ValueError``, as in ``stream``."""
+
+    def __init__(self, *, token_bytes: list[bytes], params: GenerationParams, prompt_lengths: list[int],
+                 context_length: int, is_eos) -> None:
+        for length in prompt_lengths:
+            if length > context_length:
+                raise ValueError(f"prompt is {length} tokens, longer than the model's context of {context_length} tokens")
+        self._params, self._is_eos, self._prompt_lengths = params, is_eos, prompt_lengths
+        self.budgets = [min(params.max_tokens, context_length - length) for length in prompt_lengths]
+        self._rows = [RowText(token_bytes, params.stop) for _ in prompt_lengths]
+        self._texts: list[list[str]] = [[] for _ in prompt_lengths]
+        self.counts = [0] * len(prompt_lengths)
+        self.finish: list[str | None] = ["length" if budget < 1 else None for budget in self.budgets]
+
+    def active(self) -> list[int]:
+        """The rows still decoding."""
+        return [row for row, reason in enumerate(self.finish) if reason is None]
+
+    def feed(self, row: int, token: int) -> bool:
+        """Row ``row`` generated ``token``; whether that finished it (EOS, a stop string, its budget)."""
+        self.counts[row] += 1
+        if self._is_eos(token) and not self._params.ignore_eos:
+            self.finish[row] = "stop"
+            return True
+        text, stopped = self._rows[row].feed(token)
+        self._texts[row].append(text)
+        if stopped:
+            self.finish[row] = "stop"
+        elif self.counts[row] >= self.budgets[row]:
+            self.finish[row] = "length"
+        return self.finish[row] is not None
+
+    def results(self) -> list[Generation]:
+        results = []
+        for row, text in enumerate(self._rows):
+            tail = text.final(finish_reason=self.finish[row], prompt_tokens=self._prompt_lengths[row],
+                              completion_tokens=self.counts[row])
+            results.append(Generation(text="".join(self._texts[row]) + tail.text, finish_reason=tail.finish_reason,
+                                      prompt_tokens=tail.prompt_tokens, completion_tokens=tail.completion_tokens))
+        return results

@@ -19,11 +19,12 @@ from __future__ import annotations
 import codecs
 import ctypes
 import os
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher, final_chunk
+from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
 
 GGUF_MAGIC = b"GGUF"
 IMATRIX_PREFIX = "imatrix"  # imatrix.gguf beside a quant, imatrix-<TYPE>.gguf in a release repo
@@ -64,6 +65,7 @@ class LlamaCppRuntime:
         self._token_bytes = token_bytes_table(self._vocab, n_vocab=llama.n_vocab())
         self._streaming = False
         self._candidates = None  # the whole vocabulary as sampler candidates, for the rare masked draw
+        self._batch_context: _BatchContext | None = None  # generate_batch's own context, sized by its largest call
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0) -> "LlamaCppRuntime":
@@ -148,6 +150,69 @@ class LlamaCppRuntime:
             )
         self._new_sampler(params).close()  # a bad grammar fails here, before the first chunk
         return self._decode_loop(prompt_ids, params)
+
+    def generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        """What ``generate`` returns for each prompt, computed together: greedy decoding of every prompt
+        as its own sequence of one llama.cpp context, one token per unfinished sequence per
+        ``llama_decode``, each stopping at its own EOS, stop string or budget (its cells leave the KV
+        cache then). Decoding is memory-bound, so a step for 8 sequences costs little more than a step
+        for one. Equal to one-by-one generation up to float rounding in near-ties. Sampling or a
+        grammar: one by one (their per-request state does not batch).
+
+        The context is separate from the one ``stream`` uses (whose prefix cache stays as it was):
+        a unified KV cache holding every prompt and its budget, built on first use and kept while
+        later calls fit in it."""
+        import llama_cpp
+        import numpy as np
+
+        if params.temperature != 0 or params.grammar is not None or len(prompts) < 2:
+            return [generate(self, prompt, params) for prompt in prompts]
+        self._check_idle()
+        encoded = [self._encode(prompt) for prompt in prompts]
+        rows = BatchRows(token_bytes=self._token_bytes, params=params, prompt_lengths=[len(ids) for ids in encoded],
+                         context_length=self.context_length, is_eos=lambda token: llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        context = self._context_for(sequences=len(encoded), cells=sum(len(ids) + budget for ids, budget in zip(encoded, rows.budgets)))
+        ctx, n_vocab = context.ctx, self.llama.n_vocab()
+        memory = llama_cpp.llama_get_memory(ctx)
+        last = [0] * len(encoded)  # each sequence's newest token, decoded in the next step
+
+        def take(row: int, index: int) -> None:  # the greedy token from output ``index`` of the last decode
+            last[row] = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,)).argmax())
+            if rows.feed(row, last[row]):
+                llama_cpp.llama_memory_seq_rm(memory, row, -1, -1)  # its cells leave the cache
+
+        self._streaming = True
+        batch = llama_cpp.llama_batch_init(max(context.n_batch, len(encoded)), 0, 1)
+        try:
+            llama_cpp.llama_memory_clear(memory, True)
+            for row in rows.active():  # prompts one by one, in n_batch chunks; logits at the last token
+                ids = encoded[row]
+                for start in range(0, len(ids), context.n_batch):
+                    chunk = ids[start : start + context.n_batch]
+                    _fill(batch, [(token, start + i, row, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
+                    _decode(ctx, batch)
+                take(row, (len(ids) - 1) % context.n_batch)
+            while active := rows.active():
+                _fill(batch, [(last[row], len(encoded[row]) + rows.counts[row] - 1, row, True) for row in active])
+                _decode(ctx, batch)
+                for index, row in enumerate(active):
+                    take(row, index)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            llama_cpp.llama_memory_clear(memory, True)
+            self._streaming = False
+        return rows.results()
+
+    def _context_for(self, *, sequences: int, cells: int) -> "_BatchContext":
+        """generate_batch's context: at least ``sequences`` sequences and ``cells`` KV cells, else a bigger one."""
+        current = self._batch_context
+        if current is not None and current.sequences >= sequences and current.cells >= cells:
+            return current
+        if current is not None:
+            current.close()
+        self._batch_context = _BatchContext(self.llama.model, sequences=max(sequences, current.sequences if current else 0),
+                                            cells=max(cells, current.cells if current else 0), threads=self.threads)
+        return self._batch_context
 
     def _check_idle(self) -> None:
         if self._streaming:
@@ -253,6 +318,45 @@ class LlamaCppRuntime:
             shared += 1
         self.llama.n_tokens = min(shared, len(prompt_ids) - 1)  # at least one token is decoded, for its logits
         self.llama.eval(prompt_ids[self.llama.n_tokens :])
+
+
+class _BatchContext:
+    """A llama.cpp context of its own for ``generate_batch``: ``sequences`` sequences sharing one unified KV
+    cache of ``cells`` cells (rounded up to 256), freed with the runtime or when a bigger one replaces it."""
+
+    def __init__(self, model, *, sequences: int, cells: int, threads: int) -> None:
+        import llama_cpp
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = -(-cells // 256) * 256
+        params.n_batch = params.n_ubatch = 512
+        params.n_seq_max = sequences
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = threads
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context of {params.n_ctx} cells for {sequences} sequences")
+        self.ctx, self.sequences, self.cells, self.n_batch = ctx, sequences, int(params.n_ctx), int(params.n_batch)
+        self._finalizer = weakref.finalize(self, llama_cpp.llama_free, ctx)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _fill(batch, entries: list[tuple[int, int, int, bool]]) -> None:
+    """Put (token, position, sequence, wants logits) entries into ``batch``."""
+    batch.n_tokens = len(entries)
+    for i, (token, position, sequence, logits) in enumerate(entries):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, logits
+        batch.seq_id[i][0] = sequence
+
+
+def _decode(ctx, batch) -> None:
+    import llama_cpp
+
+    code = llama_cpp.llama_decode(ctx, batch)
+    if code != 0:
+        raise RuntimeError(f"llama_decode failed ({code}) on a batch of {batch.n_tokens} tokens")
 
 
 def _log_softmax(logits: "np.ndarray") -> "np.ndarray":

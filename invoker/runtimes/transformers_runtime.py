@@ -13,14 +13,13 @@ generated piece is kept (a continuation is decoded as a continuation, as llama.c
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from invoker.runtimes.base import Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
+from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, RowText, generate
 from invoker.tokenizer import token_bytes_table
 
 class TransformersRuntime:
@@ -111,7 +110,7 @@ class TransformersRuntime:
             sampler.seed()
         else:
             sampler.manual_seed(params.seed)
-        row = _RowText(self._token_bytes, params.stop)
+        row = RowText(self._token_bytes, params.stop)
         budget = min(params.max_tokens, self.context_length - len(prompt_ids))
         next_input = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         completion_tokens = 0
@@ -139,9 +138,8 @@ class TransformersRuntime:
         if params.temperature != 0 or params.grammar is not None or len(prompts) < 2:
             return [generate(self, prompt, params) for prompt in prompts]
         encoded = [self._encode(prompt) for prompt in prompts]
-        for ids in encoded:
-            if len(ids) > self.context_length:
-                raise ValueError(f"prompt is {len(ids)} tokens, longer than the model's context of {self.context_length} tokens")
+        batch = BatchRows(token_bytes=self._token_bytes, params=params, prompt_lengths=[len(ids) for ids in encoded],
+                          context_length=self.context_length, is_eos=self._eos_ids.__contains__)
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._eos_ids)
         input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -149,14 +147,9 @@ class TransformersRuntime:
         for index, ids in enumerate(encoded):
             input_ids[index, width - len(ids):] = torch.tensor(ids)
             mask[index, width - len(ids):] = 1
-        budgets = [min(params.max_tokens, self.context_length - len(ids)) for ids in encoded]
-        rows = [_RowText(self._token_bytes, params.stop) for _ in encoded]
-        texts: list[list[str]] = [[] for _ in encoded]
-        counts = [0] * len(encoded)
-        finish: list[str | None] = ["length" if budget < 1 else None for budget in budgets]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = _new_cache(self.model)
-        active = [index for index, reason in enumerate(finish) if reason is None]  # rows still decoding
+        active = batch.active()
         step_input = input_ids[active]
         mask, positions = mask[active], positions[active]
         with torch.inference_mode():
@@ -166,17 +159,8 @@ class TransformersRuntime:
                                     logits_to_keep=1).logits
                 tokens = logits[:, -1, : len(self._token_bytes)].float().argmax(-1).tolist()
                 for index, token in zip(active, tokens):
-                    counts[index] += 1
-                    if token in self._eos_ids and not params.ignore_eos:
-                        finish[index] = "stop"
-                        continue
-                    text, stopped = rows[index].feed(token)
-                    texts[index].append(text)
-                    if stopped:
-                        finish[index] = "stop"
-                    elif counts[index] >= budgets[index]:
-                        finish[index] = "length"
-                keep = [row for row, index in enumerate(active) if finish[index] is None]
+                    batch.feed(index, token)
+                keep = [row for row, index in enumerate(active) if batch.finish[index] is None]
                 if len(keep) < len(active):  # finished rows leave the batch (and the cache)
                     cache.batch_select_indices(torch.tensor(keep, dtype=torch.long, device=self.device))
                     mask, positions = mask[keep], positions[keep]
@@ -184,12 +168,7 @@ class TransformersRuntime:
                 step_input = torch.tensor([[token] for token in tokens], dtype=torch.long)
                 mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
                 positions = positions[:, -1:] + 1
-        results = []
-        for index, row in enumerate(rows):
-            last = row.final(finish_reason=finish[index], prompt_tokens=len(encoded[index]), completion_tokens=counts[index])
-            results.append(Generation(text="".join(texts[index]) + last.text, finish_reason=last.finish_reason,
-                                      prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens))
-        return results
+        return batch.results()
 
     def _next_token(
         self, input_ids: torch.Tensor, cache, params: GenerationParams, sampler: torch.Generator, grammar=None
@@ -210,26 +189,6 @@ class TransformersRuntime:
         if grammar is not None:
             grammar.accept(token)
         return token
-
-
-class _RowText:
-    """One sequence's text as a stream emits it: token bytes -> incremental UTF-8 -> stop strings."""
-
-    def __init__(self, token_bytes: list[bytes], stop: tuple[str, ...]) -> None:
-        self._token_bytes = token_bytes
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = StopMatcher(stop)
-        self._last = ""
-
-    def feed(self, token: int) -> tuple[str, bool]:
-        """(text to emit now, whether a stop string ended the sequence)."""
-        piece = self._token_bytes[token] if token < len(self._token_bytes) else b""
-        self._last, stopped = self._stops.feed(self._utf8.decode(piece))
-        return self._last, stopped
-
-    def final(self, *, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> Chunk:
-        return final_chunk(stops=self._stops, decoder=self._utf8, text=self._last, finish_reason=finish_reason,
-                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
 def _new_cache(model):
