@@ -11,6 +11,7 @@ import pytest
 from invoker.prompt import render_prompt
 from invoker.runtimes import GenerationParams, detect_format, generate, load_runtime
 from invoker.runtimes.llamacpp_runtime import LlamaCppRuntime, find_gguf, inspect_gguf
+from samples import BATCH_PARAMS, BATCH_PROMPTS
 
 PROMPT = render_prompt(
     [{"role": "user", "content": "What's the weather in Paris?"}],
@@ -266,20 +267,8 @@ def test_long_sequences_are_scored_across_several_batches(runtime, hf_runtime):
 
 # --- batched greedy decoding (what eval uses) ----------------------------------------------------
 
-BATCH_PROMPTS = [
-    PROMPT,
-    "USER: hi\nASSISTANT:",
-    "USER: please convert 25 USD to EUR and tell me the time in Tokyo, then book a table\nASSISTANT:",
-    "Available Functions:\nNone\n\nUSER: send email to the user with subject note\nASSISTANT:",
-]
-
-
 @pytest.mark.e2e
-@pytest.mark.parametrize("params", [
-    GenerationParams(max_tokens=20),
-    GenerationParams(max_tokens=12, stop=("e", "the")),
-    GenerationParams(max_tokens=9, ignore_eos=True),
-])
+@pytest.mark.parametrize("params", BATCH_PARAMS)
 def test_generate_batch_equals_one_by_one(runtime, params):
     batched = runtime.generate_batch(BATCH_PROMPTS, params)
     assert batched == [generate(runtime, prompt, params) for prompt in BATCH_PROMPTS]

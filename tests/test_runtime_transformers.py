@@ -16,6 +16,7 @@ from invoker.runtimes import (
     load_runtime,
 )
 from invoker.runtimes.transformers_runtime import TransformersRuntime, token_bytes_table
+from samples import BATCH_PARAMS, BATCH_PROMPTS
 
 PROMPT = "USER: what is the weather in Paris?\nASSISTANT:"
 
@@ -257,19 +258,8 @@ def test_format_without_a_runtime_lists_what_is_supported(tmp_path, tiny_random_
 
 # --- batched greedy decoding (what eval uses) ----------------------------------------------------
 
-BATCH_PROMPTS = [
-    PROMPT,
-    "USER: hi\nASSISTANT:",
-    "USER: please convert 25 USD to EUR and tell me the time in Tokyo, then book a table\nASSISTANT:",
-    "Available Functions:\nNone\n\nUSER: send email to the user with subject note\nASSISTANT:",
-]
 
-
-@pytest.mark.parametrize("params", [
-    GenerationParams(max_tokens=20),
-    GenerationParams(max_tokens=12, stop=("e", "the")),
-    GenerationParams(max_tokens=9, ignore_eos=True),
-])
+@pytest.mark.parametrize("params", BATCH_PARAMS)
 def test_generate_batch_equals_one_by_one(runtime, params):
     batched = runtime.generate_batch(BATCH_PROMPTS, params)
     assert batched == [generate(runtime, prompt, params) for prompt in BATCH_PROMPTS]
