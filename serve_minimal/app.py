@@ -82,8 +82,11 @@ class Server:
 
 
 def concurrency_for(runtime: Runtime, *, asked: int) -> int:
-    """``asked``, capped by what the runtime can run at once (its optional ``max_concurrent_streams``;
-    llama.cpp has one KV cache per loaded model, so 1)."""
+    """``asked``, capped by what the runtime can run at once. A runtime that batches streams on request
+    (llama.cpp: ``run_parallel``) is asked for that many; otherwise its optional ``max_concurrent_streams``
+    caps it."""
+    if asked > 1 and hasattr(runtime, "run_parallel"):
+        runtime.run_parallel(asked)
     limit = getattr(runtime, "max_concurrent_streams", None)
     if limit is not None and asked > limit:
         logger.warning("the %s runtime runs at most %d generation(s) at once; max concurrency %d -> %d",

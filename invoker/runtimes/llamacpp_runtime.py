@@ -49,7 +49,7 @@ class GGUFInfo:
 class LlamaCppRuntime:
     runtime = "llama.cpp"
     format = "gguf"
-    max_concurrent_streams = 1  # one llama.cpp context, one KV cache: streams must not interleave (the server reads this)
+    max_concurrent_streams = 1  # streams at once (the server reads this): 1, or what run_parallel set up
 
     def __init__(self, *, llama, model_path: Path, gguf_file: Path, info: GGUFInfo, threads: int, device: str) -> None:
         import llama_cpp
@@ -66,6 +66,7 @@ class LlamaCppRuntime:
         self._streaming = False
         self._candidates = None  # the whole vocabulary as sampler candidates, for the rare masked draw
         self._batch_context: _BatchContext | None = None  # generate_batch's own context, sized by its largest call
+        self._parallel = None  # a ParallelDecoder once run_parallel asked for more than one stream
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0) -> "LlamaCppRuntime":
@@ -149,7 +150,22 @@ class LlamaCppRuntime:
                 f"prompt is {len(prompt_ids)} tokens, longer than the model's context of {self.context_length} tokens"
             )
         self._new_sampler(params).close()  # a bad grammar fails here, before the first chunk
+        if self._parallel is not None:
+            return self._parallel.stream(prompt_ids, params)
         return self._decode_loop(prompt_ids, params)
+
+    def run_parallel(self, streams: int) -> int:
+        """Serve up to ``streams`` streams at once from now on (``invoker.runtimes.llamacpp_parallel``): their
+        tokens are decoded together, one ``llama_decode`` per step. Costs a KV cache of ``streams`` × the
+        context. Returns the number of streams it runs at once."""
+        from invoker.runtimes.llamacpp_parallel import ParallelDecoder
+
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        if streams > 1 and self._parallel is None:
+            self._parallel = ParallelDecoder(self, slots=streams)
+            self.max_concurrent_streams = streams
+        return self.max_concurrent_streams
 
     def generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
         """What ``generate`` returns for each prompt, computed together: greedy decoding of every prompt
@@ -242,7 +258,7 @@ class LlamaCppRuntime:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
         return sampler
 
-    def _sample(self, sampler: "_Sampler") -> int:
+    def _sample(self, sampler: "_Sampler", *, ctx=None, index: int = -1) -> int:
         """The next token. Under a grammar, the token is drawn freely first and only checked against the
         grammar (one candidate, cheap); only when the grammar rejects it is the whole vocabulary masked
         and the token drawn again — as llama.cpp's own common sampler does. Greedy picks the same token
@@ -250,15 +266,16 @@ class LlamaCppRuntime:
         is redrawn from it), but pays for the mask only on rejected tokens."""
         import llama_cpp
 
-        token = llama_cpp.llama_sampler_sample(sampler.chain, self.llama.ctx, -1)
+        ctx = self.llama.ctx if ctx is None else ctx
+        token = llama_cpp.llama_sampler_sample(sampler.chain, ctx, index)
         if sampler.grammar is None:
             return token
         if not sampler.grammar_allows(token):
-            token = self._sample_masked(sampler)
+            token = self._sample_masked(sampler, ctx=ctx, index=index)
         llama_cpp.llama_sampler_accept(sampler.grammar, token)
         return token
 
-    def _sample_masked(self, sampler: "_Sampler") -> int:
+    def _sample_masked(self, sampler: "_Sampler", *, ctx, index: int) -> int:
         import llama_cpp
         import numpy as np
         from llama_cpp._internals import LlamaTokenDataArray
@@ -267,7 +284,7 @@ class LlamaCppRuntime:
         if self._candidates is None:
             self._candidates = LlamaTokenDataArray(n_vocab=n_vocab)
         candidates = self._candidates
-        candidates.copy_logits(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llama.ctx, -1), shape=(n_vocab,)))
+        candidates.copy_logits(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,)))
         llama_cpp.llama_sampler_apply(sampler.grammar, ctypes.byref(candidates.candidates))
         llama_cpp.llama_sampler_apply(sampler.chain, ctypes.byref(candidates.candidates))
         token = int(candidates.candidates_data.id[candidates.candidates.selected])
