@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from invoker.runtimes.base import Chunk, GenerationParams, RowText
-from invoker.runtimes.llamacpp_runtime import _BatchContext, _decode, _fill
+from invoker.runtimes.llamacpp_runtime import _BatchContext, _decode, _fill, _read_prompt
 
 _END = object()
 
@@ -43,10 +44,14 @@ class ParallelDecoder:
     """Runs the streams of one ``LlamaCppRuntime`` together (see the module docstring)."""
 
     def __init__(self, runtime, *, slots: int) -> None:
+        import llama_cpp
+
         self.runtime = runtime
         self.slots = slots
         self.context = _BatchContext(runtime.llama.model, sequences=slots, cells=slots * runtime.context_length,
                                      threads=runtime.threads)
+        self._batch = llama_cpp.llama_batch_init(max(self.context.n_batch, slots), 0, 1)  # every decode reuses it
+        weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
         self._lock = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._running: dict[int, _Request] = {}
@@ -85,7 +90,7 @@ class ParallelDecoder:
         """Waits for work; returns the requests that get a slot now (cancelled ones are dropped)."""
         with self._lock:
             while True:
-                for slot, request in list(self._running.items()):
+                for request in list(self._running.values()):
                     if request.cancelled.is_set():
                         self._release(request)
                 while self._pending and self._pending[0].cancelled.is_set():
@@ -110,37 +115,21 @@ class ParallelDecoder:
                     self._release(request)
 
     def _start(self, request: _Request) -> None:
-        import llama_cpp
-
-        runtime, ctx, step = self.runtime, self.context.ctx, self.context.n_batch
+        runtime = self.runtime
         request.sampler = runtime._new_sampler(request.params)
         request.text = RowText(runtime._token_bytes, request.params.stop)
         if request.budget < 1:
             self._finish(request, "length")
             return
-        ids = request.prompt_ids
-        batch = llama_cpp.llama_batch_init(min(step, len(ids)), 0, 1)
-        try:
-            for start in range(0, len(ids), step):
-                chunk = ids[start : start + step]
-                _fill(batch, [(token, start + i, request.slot, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
-                _decode(ctx, batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
-        self._take(request, (len(ids) - 1) % step)
+        self._take(request, _read_prompt(self.context.ctx, self._batch, request.prompt_ids, sequence=request.slot,
+                                         n_batch=self.context.n_batch))
 
     def _step(self) -> None:
-        import llama_cpp
-
         running = [request for request in self._running.values() if not request.cancelled.is_set()]
         if not running:
             return
-        batch = llama_cpp.llama_batch_init(len(running), 0, 1)
-        try:
-            _fill(batch, [(r.last, len(r.prompt_ids) + r.count - 1, r.slot, True) for r in running])
-            _decode(self.context.ctx, batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
+        _fill(self._batch, [(r.last, len(r.prompt_ids) + r.count - 1, r.slot, True) for r in running])
+        _decode(self.context.ctx, self._batch)
         for index, request in enumerate(running):
             self._take(request, index)
 

@@ -124,20 +124,16 @@ class LlamaCppRuntime:
         llama_cpp.llama_memory_clear(memory, True)
         self.llama.n_tokens = 0
         try:
-            for start in range(0, len(ids), step):
-                chunk = ids[start : start + step]
-                batch = llama_cpp.llama_batch_init(len(chunk), 0, 1)
-                try:
-                    batch.n_tokens = len(chunk)
-                    for i, token in enumerate(chunk):
-                        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, start + i, 1, True
-                        batch.seq_id[i][0] = 0
-                    if llama_cpp.llama_decode(ctx, batch) != 0:
-                        raise RuntimeError(f"llama_decode failed on tokens {start}..{start + len(chunk)}")
+            batch = llama_cpp.llama_batch_init(min(step, len(ids)), 0, 1)
+            try:
+                for start in range(0, len(ids), step):
+                    chunk = ids[start : start + step]
+                    _fill(batch, [(token, start + i, 0, True) for i, token in enumerate(chunk)])
+                    _decode(ctx, batch)
                     for i in range(len(chunk)):
                         out[start + i] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(n_vocab,))
-                finally:
-                    llama_cpp.llama_batch_free(batch)
+            finally:
+                llama_cpp.llama_batch_free(batch)
         finally:
             llama_cpp.llama_memory_clear(memory, True)
         return _log_softmax(out)
@@ -201,13 +197,8 @@ class LlamaCppRuntime:
         batch = llama_cpp.llama_batch_init(max(context.n_batch, len(encoded)), 0, 1)
         try:
             llama_cpp.llama_memory_clear(memory, True)
-            for row in rows.active():  # prompts one by one, in n_batch chunks; logits at the last token
-                ids = encoded[row]
-                for start in range(0, len(ids), context.n_batch):
-                    chunk = ids[start : start + context.n_batch]
-                    _fill(batch, [(token, start + i, row, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
-                    _decode(ctx, batch)
-                take(row, (len(ids) - 1) % context.n_batch)
+            for row in rows.active():  # prompts one by one
+                take(row, _read_prompt(ctx, batch, encoded[row], sequence=row, n_batch=context.n_batch))
             while active := rows.active():
                 _fill(batch, [(last[row], len(encoded[row]) + rows.counts[row] - 1, row, True) for row in active])
                 _decode(ctx, batch)
@@ -338,8 +329,8 @@ class LlamaCppRuntime:
 
 
 class _BatchContext:
-    """A llama.cpp context of its own for ``generate_batch``: ``sequences`` sequences sharing one unified KV
-    cache of ``cells`` cells (rounded up to 256), freed with the runtime or when a bigger one replaces it."""
+    """A llama.cpp context of its own for ``generate_batch`` or the ``ParallelDecoder``: ``sequences`` sequences
+    sharing one unified KV cache of ``cells`` cells (rounded up to 256), freed with its owner or by ``close``."""
 
     def __init__(self, model, *, sequences: int, cells: int, threads: int) -> None:
         import llama_cpp
@@ -366,6 +357,16 @@ def _fill(batch, entries: list[tuple[int, int, int, bool]]) -> None:
     for i, (token, position, sequence, logits) in enumerate(entries):
         batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, logits
         batch.seq_id[i][0] = sequence
+
+
+def _read_prompt(ctx, batch, ids: list[int], *, sequence: int, n_batch: int) -> int:
+    """Decode ``ids`` into ``sequence`` in chunks of ``n_batch`` (``batch`` holds at least that many), logits at the
+    last token only; returns that token's output index in the last decode."""
+    for start in range(0, len(ids), n_batch):
+        chunk = ids[start : start + n_batch]
+        _fill(batch, [(token, start + i, sequence, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
+        _decode(ctx, batch)
+    return (len(ids) - 1) % n_batch
 
 
 def _decode(ctx, batch) -> None:
