@@ -81,6 +81,28 @@ def test_a_closed_stream_frees_its_slot_and_leaves_the_others_alone(single, para
 
 
 @pytest.mark.e2e
+def test_a_prompt_reads_only_what_no_free_slot_has_cached(single, tiny_f16_gguf, monkeypatch):
+    import invoker.runtimes.llamacpp_parallel as module
+
+    runtime = load_runtime(tiny_f16_gguf)
+    runtime.run_parallel(2)
+    reads = []
+    real = module._read_prompt
+    monkeypatch.setattr(module, "_read_prompt", lambda ctx, batch, ids, **kw: reads.append(len(ids)) or real(ctx, batch, ids, **kw))
+    params = GenerationParams(max_tokens=8, ignore_eos=True)
+    first = BATCH_PROMPTS[1]
+    follow_up = first + generate(single, first, params).text + " and then?"  # a later turn of the same chat
+    other = BATCH_PROMPTS[2]
+    outputs = [generate(runtime, prompt, params) for prompt in (first, other, first, follow_up)]
+    assert outputs == [generate(single, prompt, params) for prompt in (first, other, first, follow_up)]
+    whole = [len(runtime.encode(prompt)) for prompt in (first, other, follow_up)]
+    # the repeated prompt finds its slot again (the other slot holds `other`) and reads its last token only;
+    # the follow-up reads what the first turn's generated tokens and the new text added
+    assert reads[:3] == [whole[0], whole[1], 1]
+    assert reads[3] <= whole[2] - whole[0]
+
+
+@pytest.mark.e2e
 def test_the_server_batches_gguf_streams_when_asked_for_concurrency(tiny_f16_gguf, single):
     import asyncio
 

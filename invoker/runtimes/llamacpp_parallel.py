@@ -7,8 +7,13 @@ stream draws its next token from its own row of logits with its own sampler chai
 a single stream does (``LlamaCppRuntime._sample``). Decoding on CPU is bound by reading the weights,
 so a step for four streams costs far less than four steps for one.
 
+A slot keeps the KV cells of its last stream when that stream ends, and a new stream takes the free
+slot whose cached tokens share the longest prefix with its prompt (as llama.cpp's server does): a
+repeated system prompt and function list, or the history of a multi-turn chat, is not read again.
+
 A stream's chunks reach its consumer through a queue; closing the stream (the client left) frees its
-slot and cells before the next step. An error in ``llama_decode`` ends every running stream with it.
+slot before the next step. An error in ``llama_decode`` ends every running stream with it and
+forgets every slot's cache.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from invoker.runtimes.base import Chunk, GenerationParams, RowText
-from invoker.runtimes.llamacpp_runtime import _BatchContext, _decode, _fill, _read_prompt
+from invoker.runtimes.llamacpp_runtime import _BatchContext, _decode, _fill, _read_prompt, shared_prefix
 
 _END = object()
 
@@ -55,6 +60,9 @@ class ParallelDecoder:
         self._lock = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._running: dict[int, _Request] = {}
+        self._cached: list[list[int]] = [[] for _ in range(slots)]  # the tokens whose cells each sequence holds
+        self._used = [-1] * slots  # when each slot last took a stream (a count of admissions)
+        self._admissions = 0
         self._thread = threading.Thread(target=self._loop, name="llama.cpp-parallel", daemon=True)
         self._thread.start()
 
@@ -98,12 +106,25 @@ class ParallelDecoder:
                 admitted = []
                 while self._pending and len(self._running) < self.slots:
                     request = self._pending.popleft()
-                    request.slot = min(set(range(self.slots)) - set(self._running))
+                    request.slot = self._slot_for(request.prompt_ids)
                     self._running[request.slot] = request
                     admitted.append(request)
                 if admitted or self._running:
                     return admitted
                 self._lock.wait()
+
+    def _slot_for(self, prompt_ids: list[int]) -> int:
+        """The free slot whose cache shares most of itself (at least half) with the prompt; else the free slot
+        used least recently, so a cache another conversation may come back to is not overwritten for a
+        few shared tokens (llama.cpp's server picks slots by the same rule)."""
+        def worth(slot: int) -> tuple[int, int]:
+            shared = shared_prefix(self._cached[slot], prompt_ids)
+            return (shared if 2 * shared >= len(self._cached[slot]) else 0), -self._used[slot]
+
+        slot = max((slot for slot in range(self.slots) if slot not in self._running), key=worth)
+        self._admissions += 1
+        self._used[slot] = self._admissions
+        return slot
 
     def _guarded(self, work, *args) -> None:
         try:
@@ -113,6 +134,8 @@ class ParallelDecoder:
                 for request in list(self._running.values()):
                     request.out.put(err)
                     self._release(request)
+                for slot in range(self.slots):  # what a failed decode left in the cache is unknown
+                    self._forget(slot, 0)
 
     def _start(self, request: _Request) -> None:
         runtime = self.runtime
@@ -121,14 +144,20 @@ class ParallelDecoder:
         if request.budget < 1:
             self._finish(request, "length")
             return
-        self._take(request, _read_prompt(self.context.ctx, self._batch, request.prompt_ids, sequence=request.slot,
-                                         n_batch=self.context.n_batch))
+        shared = shared_prefix(self._cached[request.slot], request.prompt_ids)
+        self._forget(request.slot, shared)
+        index = _read_prompt(self.context.ctx, self._batch, request.prompt_ids[shared:], sequence=request.slot,
+                             n_batch=self.context.n_batch, position=shared)
+        self._cached[request.slot] = list(request.prompt_ids)
+        self._take(request, index)
 
     def _step(self) -> None:
         running = [request for request in self._running.values() if not request.cancelled.is_set()]
         if not running:
             return
         _fill(self._batch, [(r.last, len(r.prompt_ids) + r.count - 1, r.slot, True) for r in running])
+        for request in running:
+            self._cached[request.slot].append(request.last)
         _decode(self.context.ctx, self._batch)
         for index, request in enumerate(running):
             self._take(request, index)
@@ -159,14 +188,18 @@ class ParallelDecoder:
             self._release(request)
 
     def _release(self, request: _Request) -> None:
-        """Free ``request``'s slot, KV cells and sampler (the lock is held)."""
-        import llama_cpp
-
+        """Free ``request``'s slot and sampler; its cells stay for a later prompt to share (the lock is held)."""
         if self._running.get(request.slot) is not request:
             return
         del self._running[request.slot]
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.context.ctx), request.slot, -1, -1)
         if request.sampler is not None:
             request.sampler.close()
         request.out.put(_END)
 
+
+    def _forget(self, slot: int, keep: int) -> None:
+        """Drop ``slot``'s cells from position ``keep`` on."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.context.ctx), slot, keep, -1)
+        del self._cached[slot][keep:]

@@ -318,13 +318,7 @@ class LlamaCppRuntime:
 
     def _evaluate_prompt(self, prompt_ids: list[int]) -> None:
         """Decode the prompt, reusing the KV cache for the prefix it shares with what was decoded last."""
-        cached = self.llama.input_ids[: self.llama.n_tokens]
-        shared = 0
-        for old, new in zip(cached, prompt_ids):
-            if old != new:
-                break
-            shared += 1
-        self.llama.n_tokens = min(shared, len(prompt_ids) - 1)  # at least one token is decoded, for its logits
+        self.llama.n_tokens = shared_prefix(list(self.llama.input_ids[: self.llama.n_tokens]), prompt_ids)
         self.llama.eval(prompt_ids[self.llama.n_tokens :])
 
 
@@ -359,14 +353,25 @@ def _fill(batch, entries: list[tuple[int, int, int, bool]]) -> None:
         batch.seq_id[i][0] = sequence
 
 
-def _read_prompt(ctx, batch, ids: list[int], *, sequence: int, n_batch: int) -> int:
-    """Decode ``ids`` into ``sequence`` in chunks of ``n_batch`` (``batch`` holds at least that many), logits at the
-    last token only; returns that token's output index in the last decode."""
+def _read_prompt(ctx, batch, ids: list[int], *, sequence: int, n_batch: int, position: int = 0) -> int:
+    """Decode ``ids`` into ``sequence`` from ``position`` on, in chunks of ``n_batch`` (``batch`` holds at least that
+    many), logits at the last token only; returns that token's output index in the last decode."""
     for start in range(0, len(ids), n_batch):
         chunk = ids[start : start + n_batch]
-        _fill(batch, [(token, start + i, sequence, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
+        _fill(batch, [(token, position + start + i, sequence, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
         _decode(ctx, batch)
     return (len(ids) - 1) % n_batch
+
+
+def shared_prefix(cached: list[int], ids: list[int]) -> int:
+    """How many leading tokens of ``ids`` the KV cache holding ``cached`` already has, leaving at least the last
+    token of ``ids`` to decode (its logits give the next token)."""
+    shared = 0
+    for old, new in zip(cached, ids):
+        if old != new:
+            break
+        shared += 1
+    return min(shared, len(ids) - 1)
 
 
 def _decode(ctx, batch) -> None:
