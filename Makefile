@@ -8,11 +8,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/tiny-invoker
 OUT    ?= out/$(notdir $(MODEL))
-EXTRAS ?= dev,gguf,gptq,awq,serve
+EXTRAS ?= dev,gguf,gptq,awq,ct,serve
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup vllm test test-fast quantize gguf gptq awq bench eval serve publish tiny-invoker clean
+.PHONY: setup vllm test test-fast quantize gguf gptq awq ct bench eval serve publish tiny-invoker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ serve: setup
 
 # The staged pipeline (docs/PIPELINE.md): every variant of $(RECIPE) built, evaluated, benchmarked, gated and
 # reported into $(OUT); a rerun skips what is done. Another model: MODEL=owner/name RECIPE=path make quantize.
-# `make gguf` / `gptq` / `awq` build one format (fp16 baseline included); JOBS=N converts N variants at once.
+# `make gguf` / `gptq` / `awq` / `ct` build one format (fp16 baseline included); JOBS=N converts N variants at once.
 RECIPE ?= pipelines/recipes/tiny-invoker.toml
 JOBS   ?= 1
 QUANTIZE = $(BIN)/invoker-pack quantize --recipe $(RECIPE) --out $(OUT) --jobs $(JOBS) \
@@ -63,7 +63,7 @@ QUANTIZE = $(BIN)/invoker-pack quantize --recipe $(RECIPE) --out $(OUT) --jobs $
 quantize: setup
 	$(QUANTIZE)
 
-gguf gptq awq: setup
+gguf gptq awq ct: setup
 	$(QUANTIZE) --only $@
 
 # Tokens/sec of one model or variant dir (docs/BENCH.md): make bench MODEL_PATH=out/tiny-invoker/gguf-Q4_K_M

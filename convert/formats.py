@@ -155,6 +155,20 @@ FORMATS: Mapping[str, FormatSpec] = MappingProxyType({spec.name: spec for spec i
         snippets=("transformers", "vllm", "serve"),
         install="gptqmodel",
     ),
+    FormatSpec(
+        name="ct",
+        title="compressed-tensors",
+        converter="convert.ct",
+        runtime="transformers",
+        tool_packages=("torch", "transformers", "safetensors", "compressed-tensors"),
+        variants=("w4a16-g128", "w4a16-g64", "w4a16-g32"),
+        repo_suffix="W4A16",
+        default_variant="w4a16-g128",
+        card_tags=("compressed-tensors", "4-bit", "gptq"),
+        card_library="transformers",
+        snippets=("transformers", "vllm", "serve"),
+        install="compressed-tensors",
+    ),
 )})
 
 

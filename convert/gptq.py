@@ -71,8 +71,17 @@ def convert(
 
     ``model_name`` and ``shared_dir`` are part of the converter protocol (``convert.formats.Converter``) and
     unused here: the files have fixed names and each variant is built from the source alone."""
-    source_dir, out_dir = Path(source_dir), Path(out_dir)
     settings = _int4.parse_variant(variant, variants=VARIANTS, title=SPEC.title)
+    return write_checkpoint(source_dir=Path(source_dir), out_dir=Path(out_dir), settings=settings, calibration=calibration,
+                            progress=progress, device=device, pack=pack_gptq, quantization=quantization_config(settings),
+                            desc=f"GPTQ {variant}", tool_packages=TOOL_PACKAGES)
+
+
+def write_checkpoint(*, source_dir: Path, out_dir: Path, settings: _int4.Variant, calibration: CalibrationSet | None,
+                     progress: bool, device: str, pack, quantization: dict, desc: str, tool_packages: tuple[str, ...]) -> dict:
+    """GPTQ every decoder layer of ``source_dir`` and write each linear as ``pack(QuantizedLinear)`` gives its
+    tensors (the GPTQ v1 layout, or another layout of the same solution), with ``quantization`` as config.json's
+    ``quantization_config``; returns the manifest's conversion details."""
     source_config = _int4.check_source(source_dir=source_dir, group_size=settings.group_size)
     samples = _int4.check_calibration(calibration)
     torch_device = _int4.pick_device(device)
@@ -83,12 +92,11 @@ def convert(
         damping.update({f"model.layers.{index}.{name}": result.damp_percent
                         for name, result in results.items() if result.damp_percent != DAMP_PERCENT})
         hidden = runner.forward(layer, hidden)  # the next layer calibrates on this quantized layer's outputs
-        return {name: pack_gptq(result.quantized) for name, result in results.items()}, hidden
+        return {name: pack(result.quantized) for name, result in results.items()}, hidden
 
     started = time.perf_counter()
     _int4.quantize_layers(source_dir=source_dir, out_dir=out_dir, samples=samples, device=torch_device,
-                          quantize_layer=quantize_and_pack, desc=f"GPTQ {variant}", progress=progress)
-    quantization = quantization_config(settings)
+                          quantize_layer=quantize_and_pack, desc=desc, progress=progress)
     _int4.write_config(source_config=source_config, out_dir=out_dir, quantization_config=quantization)
     _int4.copy_tokenizer_files(source_dir=source_dir, out_dir=out_dir)
     return {
@@ -96,7 +104,7 @@ def convert(
         "damp_percent_raised": damping,
         "device": str(torch_device),
         "calibration_tokens": sum(len(ids) for ids in samples),
-        "tools": tool_versions(TOOL_PACKAGES),
+        "tools": tool_versions(tool_packages),
         "timings": {"total_seconds": round(time.perf_counter() - started, 3)},
     }
 

@@ -1,10 +1,21 @@
-"""What the GPTQ and AWQ tests share: reading a checkpoint's tensors and proving it with the ecosystem's loader."""
+"""What the GPTQ, AWQ and compressed-tensors tests share: converting, reading a checkpoint's tensors and proving it with the ecosystem's loader."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+
+
+def convert_calibrated(converter, *, source: Path, out: Path, variant: str, n_samples: int = 8, max_length: int = 128) -> dict:
+    """Run a calibrating converter module (``convert.gptq``, ``convert.awq``, ``convert.ct``) on ``source`` into the
+    new dir ``out``, on CPU, with a small calibration set from the generator; its manifest details back."""
+    from convert.calibration import CalibrationSpec, build_calibration
+
+    calibration = build_calibration(tokenizer_dir=source, spec=CalibrationSpec(n_samples=n_samples, max_length=max_length))
+    out.mkdir()
+    return converter.convert(source_dir=source, out_dir=out, variant=variant, calibration=calibration, progress=False,
+                             device="cpu")
 
 
 def read_tensors(out: Path) -> dict[str, torch.Tensor]:

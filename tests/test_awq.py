@@ -13,7 +13,7 @@ from convert import awq
 from convert.checkpoint import LINEAR_NAMES, LayerRunner
 from convert._packing import unpack_awq
 from convert.calibration import CalibrationSet, CalibrationSpec
-from quant_support import assert_generates, assert_runtime_serves_4bit, load_with_transformers, read_tensors
+from quant_support import assert_generates, assert_runtime_serves_4bit, convert_calibrated, load_with_transformers, read_tensors
 
 
 def _layer_and_inputs(*, seed=0, outlier_channels=(3, 77, 200)):
@@ -119,13 +119,8 @@ def test_an_empty_calibration_set_is_a_clear_error_before_work(tiny_random_model
 
 @pytest.fixture(scope="module")
 def awq_dir(tiny_random_model, tmp_path_factory) -> tuple[Path, dict]:
-    from convert.calibration import build_calibration
-
-    calibration = build_calibration(tokenizer_dir=tiny_random_model, spec=CalibrationSpec(n_samples=8, max_length=128))
     out = tmp_path_factory.mktemp("awq") / "awq-4bit-g128"
-    out.mkdir()
-    details = awq.convert(source_dir=tiny_random_model, out_dir=out, variant="4bit-g128", calibration=calibration, progress=False, device="cpu")
-    return out, details
+    return out, convert_calibrated(awq, source=tiny_random_model, out=out, variant="4bit-g128")
 
 
 @pytest.mark.e2e

@@ -12,7 +12,7 @@ import torch
 from convert import gptq
 from convert._packing import unpack_gptq
 from convert.calibration import CalibrationSet, CalibrationSpec
-from quant_support import assert_generates, assert_runtime_serves_4bit, load_with_transformers, read_tensors
+from quant_support import assert_generates, assert_runtime_serves_4bit, convert_calibrated, load_with_transformers, read_tensors
 
 
 def _problem(*, out_features=32, in_features=256, tokens=2048, seed=0):
@@ -141,14 +141,6 @@ def test_no_calibration_set_is_a_clear_error(tmp_path):
 # --- end to end: our files through the ecosystem's loader ---------------------------------------
 
 
-def _quantize(source: Path, out: Path, variant: str) -> dict:
-    from convert.calibration import build_calibration
-
-    calibration = build_calibration(tokenizer_dir=source, spec=CalibrationSpec(n_samples=8, max_length=128))
-    out.mkdir()
-    return gptq.convert(source_dir=source, out_dir=out, variant=variant, calibration=calibration, progress=False, device="cpu")
-
-
 def _loader_weight(module, in_features: int) -> torch.Tensor:
     """The weight the loaded (kernel-backed) module really applies: its outputs for the identity matrix."""
     with torch.inference_mode():
@@ -158,7 +150,7 @@ def _loader_weight(module, in_features: int) -> torch.Tensor:
 @pytest.fixture(scope="module", params=["4bit-g128", "4bit-g128-actorder"])
 def gptq_dir(request, tiny_random_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("gptq") / request.param
-    details = _quantize(tiny_random_model, out, request.param)
+    details = convert_calibrated(gptq, source=tiny_random_model, out=out, variant=request.param)
     return out, details
 
 

@@ -30,12 +30,12 @@ def test_shipped_recipes_load_with_every_product_variant():
     tiny = load_recipe(RECIPES / "tiny-invoker.toml")
     assert tiny.name == "tiny-invoker"
     assert {v.name for v in tiny.variants} >= {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M",
-                                               "gptq:4bit-g128", "awq:4bit-g128"}
+                                               "gptq:4bit-g128", "awq:4bit-g128", "ct:w4a16-g128"}
     assert [v.dir_name for v in tiny.variants][:2] == ["gguf-F16", "gguf-Q8_0"]
     big = load_recipe(RECIPES / "invoker-13b.toml")
     assert big.source.hub == "jeffrey-fong/invoker-13b" and big.source.revision
     assert {v.name for v in big.variants} == {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M",
-                                              "gptq:4bit-g128", "awq:4bit-g128"}
+                                              "gptq:4bit-g128", "awq:4bit-g128", "ct:w4a16-g128"}
     assert big.gate_suite == "synthetic"
 
 
@@ -44,6 +44,7 @@ def test_gate_thresholds_follow_the_bits_of_each_variant():
     ratios = {v.name: recipe.gate.ratio_for(v.bits_per_weight) for v in recipe.variants}
     assert ratios["gguf:F16"] == ratios["gguf:Q8_0"] == 0.98
     assert ratios["gguf:Q5_K_M"] == ratios["gguf:Q4_K_M"] == ratios["gptq:4bit-g128"] == ratios["awq:4bit-g128"] == 0.90
+    assert ratios["ct:w4a16-g128"] == 0.90
 
 
 @pytest.mark.parametrize(

@@ -30,13 +30,13 @@ __all__ = [
 # runtime name -> (module, class, formats it loads). Add a runtime with one line here and one module;
 # a format a runtime already loads is one more word in its tuple (convert/formats.py holds the rest).
 RUNTIMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "transformers": ("invoker.runtimes.transformers_runtime", "TransformersRuntime", ("fp16", "gptq", "awq")),
+    "transformers": ("invoker.runtimes.transformers_runtime", "TransformersRuntime", ("fp16", "gptq", "awq", "ct")),
     "llama.cpp": ("invoker.runtimes.llamacpp_runtime", "LlamaCppRuntime", ("gguf",)),
     "exllamav2": ("invoker.runtimes.exllamav2_runtime", "ExLlamaV2Runtime", ("gptq",)),  # CUDA only; used when named
 }
 FORMATS = tuple(dict.fromkeys(fmt for _, _, formats in RUNTIMES.values() for fmt in formats))
 # config.json quantization_config.quant_method -> our format name (checkpoints transformers loads)
-QUANT_METHODS = {"gptq": "gptq", "awq": "awq"}
+QUANT_METHODS = {"gptq": "gptq", "awq": "awq", "compressed-tensors": "ct"}
 
 
 class ModelFormatError(ValueError):

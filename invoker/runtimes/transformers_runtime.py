@@ -225,7 +225,9 @@ def _check_device(device: str) -> torch.device:
 
 
 def _checkpoint_format(model_path: Path) -> str:
-    """``gptq``/``awq`` from config.json's quantization_config, else ``fp16`` (an unquantized checkpoint)."""
+    """``gptq``/``awq``/``ct`` from config.json's quantization_config, else ``fp16`` (an unquantized checkpoint)."""
+    from invoker.runtimes import QUANT_METHODS
+
     config = json.loads((model_path / "config.json").read_text())
     method = (config.get("quantization_config") or {}).get("quant_method")
-    return str(method).lower() if method else "fp16"
+    return QUANT_METHODS.get(str(method).lower(), str(method).lower()) if method else "fp16"
