@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from invoker.data.augment import made_up_identifier, rename_record, rename_values
+from invoker.data.augment import made_up_identifier, rename_record
 from invoker.data.synth import generate_conversations
 from invoker.functions import validate_arguments, validate_functions
 
@@ -67,41 +67,3 @@ def test_made_up_identifiers_are_valid_function_names():
     assert len(names) > 450
     for name in names:
         validate_functions([{"name": name, "parameters": {"type": "object", "properties": {}}}])
-
-
-def test_word_values_are_replaced_consistently_and_calls_still_fit_their_schemas():
-    rng = random.Random(6)
-    changed = 0
-    for original in RECORDS:
-        record = rename_values(original, rng, rate=1.0)
-        functions = {f["name"]: f for f in record["functions"]}
-        assert record["functions"] == original["functions"]
-        for before, after in zip(original["messages"], record["messages"]):
-            call, old_call = after.get("function_call"), before.get("function_call")
-            if not call:
-                continue
-            arguments, old_arguments = json.loads(call["arguments"]), json.loads(old_call["arguments"])
-            assert validate_arguments(arguments, function=functions[call["name"]]) == []
-            assert list(arguments) == list(old_arguments)
-            for key, value in old_arguments.items():
-                if isinstance(value, str) and arguments[key] != value:
-                    changed += 1
-                    assert value.count(" ") == arguments[key].count(" ")
-                    request = " ".join(m["content"] for m in record["messages"] if m["role"] == "user")
-                    assert arguments[key] in request and value not in json.dumps(record)
-    assert changed > 300
-
-
-def test_enum_members_numbers_and_booleans_keep_their_values():
-    rng = random.Random(7)
-    for original in RECORDS:
-        record = rename_values(original, rng, rate=1.0)
-        for before, after in zip(original["messages"], record["messages"]):
-            if before.get("function_call"):
-                function = next(f for f in original["functions"] if f["name"] == before["function_call"]["name"])
-                properties = function["parameters"]["properties"]
-                old, new = json.loads(before["function_call"]["arguments"]), json.loads(after["function_call"]["arguments"])
-                for key, value in old.items():
-                    if isinstance(value, (bool, int, float)) or properties[key].get("enum"):
-                        assert new[key] == value
-    assert [rename_values(r, rng, rate=0.0) for r in RECORDS] == RECORDS

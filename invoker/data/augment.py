@@ -7,11 +7,6 @@ name and the parameter names from the offered schema, which is what it must do o
 has never seen. A record is renamed consistently: schemas, ``required``, every ``function_call``
 (its name and its argument keys), function results, and function names quoted in the
 assistant's text.
-
-Names are not the only thing a small model memorises: argument *values* drawn from a few hundred
-cities, languages and people let it answer from its prior ("Brussels" → "Belgium") instead of
-copying from the request. ``rename_values`` replaces such word values with made-up words of the
-same shape, consistently in the request, the call, the function result and the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou", "ea")
 _CODAS = ("", "", "", "n", "r", "l", "s", "k", "m", "x", "sh", "nd")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_WORDS = re.compile(r"^[A-Za-z]+(?: [A-Za-z]+){0,3}$")  # a value made of 1-4 plain words
 
 
 def made_up_word(rng: random.Random, *, syllables: tuple[int, int] = (2, 3)) -> str:
@@ -111,69 +105,3 @@ def _rename_message(message: dict, names: dict[str, str], parameters: dict[str, 
     if message.get("role") == "assistant" and isinstance(message.get("content"), str):
         for old, new in names.items():
             message["content"] = re.sub(rf"\b{re.escape(old)}\b", new, message["content"])
-
-
-def rename_values(record: dict, rng: random.Random, *, rate: float) -> dict:
-    """A copy of ``record`` in which, at rate ``rate``, every argument value made of plain words
-    (not an enum member, not a boolean or number) is replaced by made-up words of the same shape
-    (word count, capitalisation) wherever it occurs as a whole word: the user's requests, every
-    ``function_call``, function results and the assistant's answers."""
-    record = copy.deepcopy(record)
-    if rng.random() >= rate:
-        return record
-    enums = {value for function in record.get("functions") or [] for value in _enum_members(function.get("parameters", {}))}
-    values: list[str] = []
-    for message in record["messages"]:
-        call = message.get("function_call")
-        if call:
-            values.extend(_word_values(json.loads(call["arguments"])))
-    mapping: dict[str, str] = {}
-    for value in values:
-        if value not in enums and value not in mapping:
-            mapping[value] = _like(value, rng)
-    if not mapping:
-        return record
-    pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(re.escape(v) for v in sorted(mapping, key=len, reverse=True)) + r")(?![A-Za-z])")
-    for message in record["messages"]:
-        if isinstance(message.get("content"), str):
-            message["content"] = pattern.sub(lambda match: mapping[match.group(1)], message["content"])
-        call = message.get("function_call")
-        if call:
-            call["arguments"] = json.dumps(_map_values(json.loads(call["arguments"]), mapping))
-    return record
-
-
-def _enum_members(schema: dict):
-    if isinstance(schema, dict):
-        yield from (member for member in schema.get("enum") or () if isinstance(member, str))
-        for child in list((schema.get("properties") or {}).values()) + [schema.get("items")]:
-            yield from _enum_members(child)
-
-
-def _word_values(value) -> list[str]:
-    if isinstance(value, str):
-        return [value] if _WORDS.match(value) else []
-    if isinstance(value, dict):
-        return [found for item in value.values() for found in _word_values(item)]
-    if isinstance(value, list):
-        return [found for item in value for found in _word_values(item)]
-    return []
-
-
-def _map_values(value, mapping: dict[str, str]):
-    if isinstance(value, str):
-        return mapping.get(value, value)
-    if isinstance(value, dict):
-        return {key: _map_values(item, mapping) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_map_values(item, mapping) for item in value]
-    return value
-
-
-def _like(value: str, rng: random.Random) -> str:
-    """Made-up words shaped like ``value``: as many words, each capitalised where the original is."""
-    words = []
-    for word in value.split(" "):
-        new = made_up_word(rng, syllables=(1, 3))
-        words.append(new.capitalize() if word[:1].isupper() else new)
-    return " ".join(words)

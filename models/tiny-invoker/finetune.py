@@ -3,9 +3,8 @@
     .venv/bin/python models/tiny-invoker/finetune.py            # = make tiny-invoker (then build.py --update-pin)
 
 Data: the generator's ``train`` split (calls, no-call cases, follow-ups after a function result),
-with function and parameter names, and word-valued arguments (cities, people, titles), replaced by
-made-up words in part of the records (``invoker.data.augment``) so that reading the offered schema and
-copying from the request, not memorising names and values, is what pays.
+with function and parameter names replaced by made-up words in part of the records
+(``invoker.data.augment``) so that reading the offered schema, not memorising names, is what pays.
 Each conversation is rendered exactly as the runtimes render prompts (``invoker.prompt``, BOS
 first); the loss is on every assistant turn (the last one followed by EOS), as Invoker was trained.
 
@@ -41,7 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import build  # noqa: E402
-from invoker.data.augment import rename_record, rename_values  # noqa: E402
+from invoker.data.augment import rename_record  # noqa: E402
 from invoker.data.synth import generate_conversations  # noqa: E402
 from invoker.pretrained import cache_dir, fetch_base_gguf, load_base  # noqa: E402
 from invoker.prompt import render_prompt  # noqa: E402
@@ -73,14 +72,10 @@ def encode_record(record: dict, tokenizer, *, max_tokens: int) -> tuple[list[int
     return (ids, labels) if len(ids) <= max_tokens else None
 
 
-def training_records(*, n: int, seed: int, function_rate: float, parameter_rate: float, value_rate: float) -> list[dict]:
+def training_records(*, n: int, seed: int, function_rate: float, parameter_rate: float) -> list[dict]:
     rng = random.Random(f"finetune-rename:{seed}")
     records = generate_conversations(split="train", n=n, seed=seed)
-    records = [rename_record(r, rng, function_rate=function_rate, parameter_rate=parameter_rate) for r in records]
-    if value_rate:  # its own stream, so the names above stay what they were before values were renamed
-        values = random.Random(f"finetune-values:{seed}")
-        records = [rename_values(r, values, rate=value_rate) for r in records]
-    return records
+    return [rename_record(r, rng, function_rate=function_rate, parameter_rate=parameter_rate) for r in records]
 
 
 def batch_plan(*, lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -188,8 +183,7 @@ def train(args: argparse.Namespace) -> Path:
     base, tokenizer = load_base(gguf)
     model = lora_model(base, rank=args.rank, alpha=args.alpha, seed=args.seed)
 
-    records = training_records(n=args.n_train, seed=args.seed, function_rate=args.rename_functions,
-                               parameter_rate=args.rename_parameters, value_rate=args.rename_values)
+    records = training_records(n=args.n_train, seed=args.seed, function_rate=args.rename_functions, parameter_rate=args.rename_parameters)
     examples = [e for e in (encode_record(r, tokenizer, max_tokens=args.max_tokens) for r in records) if e is not None]
     lengths = [len(e[0]) for e in examples]
     plan = batch_plan(lengths=lengths, batch_size=args.batch_size, steps=args.steps, seed=args.seed)
@@ -284,7 +278,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=24000)
     p.add_argument("--rename-functions", type=float, default=0.4, help="share of records whose functions get made-up names")
     p.add_argument("--rename-parameters", type=float, default=0.3, help="share of functions whose parameters get made-up names")
-    p.add_argument("--rename-values", type=float, default=0.5, help="share of records whose word-valued arguments get made-up words")
     p.add_argument("--max-tokens", type=int, default=640)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=int, default=32)
