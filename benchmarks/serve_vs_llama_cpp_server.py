@@ -9,8 +9,11 @@ machine's load affects both alike. It prints, as ratios ours / theirs:
 
 - **decode tok/s at concurrency 1**, non-streamed, from the ``usage`` field:
   (tokens(N) − tokens(1)) / (t(N) − t(1)) — prompt processing and HTTP cancel out;
-- **first chunk** of a stream (the role chunk) and **first content chunk**, in ms, medians;
-- **aggregate tok/s at ``--concurrency`` streams** (all completion tokens / wall time), with errors.
+- **first chunk** of a stream (the role chunk) and **first content chunk**, in ms, medians, and how the gap
+  between them compares with decoding Invoker's answer wrapper (```` ```{"content": " ````) at our decode rate;
+- **aggregate tok/s at ``--concurrency`` streams** (all completion tokens / wall time of non-streamed
+  requests sent at once, prompt and HTTP included), with errors, against the same measure at one stream:
+  what concurrency adds on each server.
 
 Both servers render the request with the GGUF's own chat template (Invoker's) and decode greedily, so
 they generate the same text; the figures are medians of ``--runs`` alternating runs. Run it on a quiet
@@ -112,6 +115,17 @@ class Server:
                 "seconds": time.perf_counter() - started}
 
 
+WRAPPER = '```{"content": "'  # what a text answer writes before its first content character
+
+
+def wrapper_tokens(gguf: Path) -> int:
+    """How many tokens the model spends on ``WRAPPER`` (tokenized alone: the model's own split may differ by one)."""
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    return len(vocab.tokenize((" " + WRAPPER).encode(), add_bos=False, special=False))
+
+
 def decode_rate(server: Server, *, max_tokens: int) -> float:
     t1, n1 = server.complete(TEXT_REQUEST, max_tokens=1)
     tn, nn = server.complete(TEXT_REQUEST, max_tokens=max_tokens)
@@ -157,21 +171,23 @@ def main(argv: list[str] | None = None) -> int:
                Server("llama_cpp.server", theirs_cmd, base=f"http://127.0.0.1:{theirs_port}", health_path="/v1/models",
                       log_dir=logs)]
     try:
-        figures = {server.name: {"decode": [], "first": [], "first_content": [], "aggregate": [], "errors": 0} for server in servers}
+        figures = {server.name: {"decode": [], "first": [], "first_content": [], "one": [], "aggregate": [], "errors": 0}
+                   for server in servers}
         for run in range(args.runs + 1):  # the first round warms both up and is not counted
             for server in servers if run % 2 == 0 else servers[::-1]:
                 rate = decode_rate(server, max_tokens=args.max_tokens)
                 streamed = server.stream(TEXT_REQUEST, max_tokens=args.max_tokens)
+                one, _ = aggregate(server, concurrency=1, max_tokens=args.max_tokens)
+                many, errors = aggregate(server, concurrency=args.concurrency, max_tokens=args.max_tokens)
                 if run == 0:
                     continue
                 figure = figures[server.name]
                 figure["decode"].append(rate)
                 figure["first"].append(streamed["first_ms"])
                 figure["first_content"].append(streamed["first_content_ms"])
-        for server in servers:
-            rate, errors = aggregate(server, concurrency=args.concurrency, max_tokens=args.max_tokens)
-            figures[server.name]["aggregate"].append(rate)
-            figures[server.name]["errors"] += errors
+                figure["one"].append(one)
+                figure["aggregate"].append(many)
+                figure["errors"] += errors
     finally:
         for server in servers:
             server.stop()
@@ -183,10 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':28s}{'ours':>12s}{'llama_cpp.server':>18s}{'ratio':>9s}")
     for key, label, unit in (("decode", "decode tok/s (1 stream)", ""), ("first", "first chunk ms", ""),
                              ("first_content", "first content chunk ms", ""),
+                             ("one", "request tok/s (1 stream)", ""),
                              ("aggregate", f"aggregate tok/s ({args.concurrency} streams)", "")):
         a, b = ours[key], theirs[key]
         print(f"{label:28s}{a:12.1f}{b:18.1f}{a / b if b else float('nan'):9.3f}")
     print(f"{'errors at concurrency':28s}{ours['errors']:12d}{theirs['errors']:18d}")
+    wrapper = wrapper_tokens(gguf)
+    print(f"ours: first content chunk - first chunk {ours['first_content'] - ours['first']:.1f} ms; Invoker's wrapper "
+          f"({WRAPPER!r}) is {wrapper} tokens = {1000 * wrapper / ours['decode']:.1f} ms at ours' decode rate")
+    print(f"{args.concurrency} streams / 1 stream, same way: ours {ours['aggregate'] / ours['one']:.2f}, "
+          f"llama_cpp.server {theirs['aggregate'] / theirs['one']:.2f}")
     print(f"server logs: {logs}")
     return 0
 

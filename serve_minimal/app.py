@@ -278,13 +278,17 @@ async def collect_answer(*, run: GenerationRun, builder: AnswerBuilder) -> dict:
 
 
 async def stream_answer(*, run: GenerationRun, builder: AnswerBuilder) -> AsyncIterator[str]:
-    """SSE chunks: the first carries the role (with ``content: null`` when it starts a call, as OpenAI's
-    do), then content or call deltas, a final chunk with ``finish_reason``, optional usage, ``[DONE]``."""
+    """SSE chunks: the first carries the role, then content or call deltas, a final chunk with
+    ``finish_reason``, optional usage, ``[DONE]``. The role goes out as soon as the model's first token
+    exists, alone (``{"role": "assistant"}``): whether the answer is text or a call is known only after
+    Invoker's wrapper (```` ```{"content": ````, ~8 tokens). When the prefill already decided it (a forced
+    call's name), the role rides on that first delta, with ``content: null`` as OpenAI's call chunks have."""
     model = run.server.settings.model_name
-    role_sent = False
+    role_sent = said = False
 
     def event(delta: dict, finish_reason: str | None = None) -> str:
-        nonlocal role_sent
+        nonlocal role_sent, said
+        said = said or bool(delta)
         if not role_sent:
             role = {"role": "assistant", "content": "" if finish_reason else None}
             delta, role_sent = {**role, **delta}, True
@@ -292,7 +296,11 @@ async def stream_answer(*, run: GenerationRun, builder: AnswerBuilder) -> AsyncI
                                  finish_reason=finish_reason))
 
     try:
-        for delta in builder.start():
+        decided = builder.start()
+        if not decided:
+            role_sent = True
+            yield sse(chunk_payload(completion_id=run.id, created=run.created, model=model, delta={"role": "assistant"}))
+        for delta in decided:
             yield event(delta)
         async for chunk in run.chunks():
             for delta in builder.feed(chunk.text):
@@ -300,6 +308,8 @@ async def stream_answer(*, run: GenerationRun, builder: AnswerBuilder) -> AsyncI
         deltas, answer = await asyncio.to_thread(builder.finish, finish_reason=run.finish_reason())
         for delta in deltas:
             yield event(delta)
+        if not said and answer.call_name is None:  # nothing came (cut before the wrapper ended): content is ""
+            yield event({"content": ""})
         log_answer(request_id=run.id, plan=run.plan, answer=answer)
         _count_answer(run, answer)
         run.record(finish_reason=answer.finish_reason)

@@ -66,7 +66,8 @@ def test_text_stream_has_openai_chunk_shape():
     assert chunks[-1] == "[DONE]"
     data = chunks[:-1]
     assert len({c["id"] for c in data}) == 1 and all(c["object"] == "chat.completion.chunk" for c in data)
-    assert data[0]["choices"][0]["delta"] == {"role": "assistant", "content": "H"}  # chunks of 3: ` ``` `{"c`…
+    assert data[0]["choices"][0]["delta"] == {"role": "assistant"}  # as soon as the first token exists
+    assert data[1]["choices"][0]["delta"] == {"content": "H"}  # once the wrapper ` ```{"content": "` is read
     assert data[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
     assert all(c["choices"][0]["finish_reason"] is None for c in data[:-1])
     assert len(data) > 5  # really streamed, not one blob
@@ -78,7 +79,8 @@ def test_function_call_stream_sends_the_name_then_argument_deltas():
                     {"messages": USER, "functions": [GET_TIME]})
     calls = [c["choices"][0]["delta"]["function_call"] for c in chunks[:-1] if "function_call" in c["choices"][0]["delta"]]
     assert calls[0] == {"name": "get_time", "arguments": ""}
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None, "function_call": calls[0]}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[1]["choices"][0]["delta"] == {"function_call": calls[0]}
     assert all(set(call) == {"arguments"} for call in calls[1:]) and len(calls) > 3
     message, finish = accumulate(chunks)
     assert finish == "function_call"

@@ -8,7 +8,7 @@ a single stream does (``LlamaCppRuntime._sample``). Decoding on CPU is bound by 
 so a step for four streams costs far less than four steps for one.
 
 A slot keeps the KV cells of its last stream when that stream ends, and a new stream takes the free
-slot whose cached tokens share the longest prefix with its prompt (as llama.cpp's server does): a
+slot whose cached tokens share the longest prefix with its prompt (llama.cpp's server keeps slots the same way): a
 repeated system prompt and function list, or the history of a multi-turn chat, is not read again.
 
 A stream's chunks reach its consumer through a queue; closing the stream (the client left) frees its
@@ -114,12 +114,14 @@ class ParallelDecoder:
                 self._lock.wait()
 
     def _slot_for(self, prompt_ids: list[int]) -> int:
-        """The free slot whose cache shares most of itself (at least half) with the prompt; else the free slot
-        used least recently, so a cache another conversation may come back to is not overwritten for a
-        few shared tokens (llama.cpp's server picks slots by the same rule)."""
+        """The free slot whose cache holds the longest prefix of the prompt, if that prefix is at least half
+        of the prompt (a repeated request) or half of the cache (the next turn of that slot's chat); else
+        the free slot used least recently, so a cache another conversation may come back to is not
+        overwritten for a few shared tokens (a system prompt's first words)."""
         def worth(slot: int) -> tuple[int, int]:
             shared = shared_prefix(self._cached[slot], prompt_ids)
-            return (shared if 2 * shared >= len(self._cached[slot]) else 0), -self._used[slot]
+            useful = 2 * shared >= min(len(prompt_ids), len(self._cached[slot]))
+            return (shared if useful else 0), -self._used[slot]
 
         slot = max((slot for slot in range(self.slots) if slot not in self._running), key=worth)
         self._admissions += 1
