@@ -22,6 +22,12 @@ from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest
 PLOT_NAME = "accuracy_vs_size.png"
 GENERATED = ("README.md", PLOT_NAME)  # written per repo; a variant's own file of that name is not uploaded
 NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# vLLM's tool-call parser for Invoker's answers (docs/VLLM.md), shipped in every repo vLLM can serve so that
+# `vllm serve REPO --tool-parser-plugin <folder>/vllm-plugin/invoker/vllm_tool_parser.py` needs nothing else:
+# the plugin and the two standard-library modules it imports, in the layout it finds them by.
+VLLM_PLUGIN_DIR = "vllm-plugin"
+VLLM_PLUGIN_FILES = ("invoker/__init__.py", "invoker/parse.py", "invoker/stream_parse.py", "invoker/vllm_tool_parser.py")
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 class PublishError(RuntimeError):
@@ -154,11 +160,16 @@ def repo_files(*, plan: RepoPlan) -> list[RepoFile]:
             if old is not None and old.sha256 != new.sha256:
                 raise PublishError(f"{plan.repo_id}: {path_in_repo} differs between {old.source} and {new.source}")
             files.setdefault(path_in_repo, new)
-        manifest_path = variant.path / MANIFEST_NAME
-        files[f"manifests/{variant.name}.json"] = RepoFile(
-            path_in_repo=f"manifests/{variant.name}.json", source=manifest_path,
-            sha256=sha256_file(manifest_path), bytes=manifest_path.stat().st_size)
+        files[f"manifests/{variant.name}.json"] = _own_file(f"manifests/{variant.name}.json", variant.path / MANIFEST_NAME)
+    if "vllm" in plan.spec.snippets:
+        for name in VLLM_PLUGIN_FILES:
+            files[f"{VLLM_PLUGIN_DIR}/{name}"] = _own_file(f"{VLLM_PLUGIN_DIR}/{name}", _ROOT / name)
     return [files[name] for name in sorted(files)]
+
+
+def _own_file(path_in_repo: str, source: Path) -> RepoFile:
+    """A file the pipeline adds to a repo (a manifest, the vLLM plugin), hashed as it is now."""
+    return RepoFile(path_in_repo=path_in_repo, source=source, sha256=sha256_file(source), bytes=source.stat().st_size)
 
 
 def pipeline_version() -> str:

@@ -76,13 +76,19 @@ print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_to
 
 
 def vllm(usage: Usage) -> dict:
-    return {"title": "vLLM", "language": "python", "code": f"""# pip install vllm   (a CUDA GPU; the quantization is read from config.json)
-from vllm import LLM, SamplingParams
+    from pipelines.release import VLLM_PLUGIN_DIR
 
-llm = LLM(model="{usage.repo_id}")
-{TOOLS_PY}
-outputs = llm.chat(messages, SamplingParams(temperature=0, max_tokens=128), tools=tools)
-print(outputs[0].outputs[0].text)"""}
+    plugin = f"{usage.folder}/{VLLM_PLUGIN_DIR}/invoker/vllm_tool_parser.py"
+    request = json.dumps({"model": usage.repo_id, "messages": GET_TIME_QUESTION, "temperature": 0, "max_tokens": 128,
+                          "tools": [{"type": "function", "function": GET_TIME}]}, ensure_ascii=False)
+    return {"title": "vLLM", "language": "shell", "code": f"""# pip install vllm   (the quantization is read from config.json; CUDA, or vLLM's CPU build)
+# Invoker's answers become OpenAI tool_calls through the parser plugin this repo ships in {VLLM_PLUGIN_DIR}/
+hf download {usage.repo_id} --include '{VLLM_PLUGIN_DIR}/*' --local-dir {usage.folder}
+vllm serve {usage.repo_id} --tool-parser-plugin {plugin} \\
+    --tool-call-parser invoker --enable-auto-tool-choice &
+curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d @- <<'EOF'
+{request}
+EOF"""}
 
 
 def llama_cpp_python(usage: Usage) -> dict:

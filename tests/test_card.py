@@ -97,6 +97,24 @@ def test_snippets_name_only_files_the_repo_holds(bundle):
         assert all((bundle / repo / name).is_file() for name in named)
 
 
+def test_repos_vllm_serves_ship_the_tool_parser_plugin_the_vllm_snippet_names(bundle):
+    from pipelines.release import VLLM_PLUGIN_DIR, VLLM_PLUGIN_FILES
+
+    for repo in ("tiny-invoker-GGUF", "tiny-invoker-GPTQ"):
+        text = card_text(bundle, repo)
+        shipped = sorted(p.relative_to(bundle / repo).as_posix() for p in (bundle / repo).rglob("*.py"))
+        if repo.endswith("GGUF"):
+            assert shipped == [] and "vllm serve" not in text
+            continue
+        assert shipped == sorted(f"{VLLM_PLUGIN_DIR}/{name}" for name in VLLM_PLUGIN_FILES)
+        for name in VLLM_PLUGIN_FILES:
+            assert (bundle / repo / VLLM_PLUGIN_DIR / name).read_bytes() == (ROOT / name).read_bytes()
+        (snippet,) = [block for block in code_blocks(text) if "vllm serve" in block]
+        plugin = re.search(r"--tool-parser-plugin (\S+)", snippet)[1]
+        assert plugin == f"{repo}/{VLLM_PLUGIN_DIR}/invoker/vllm_tool_parser.py"  # where `hf download --local-dir` puts it
+        assert f"vllm serve test/{repo} " in snippet and "--tool-call-parser invoker" in snippet
+
+
 def test_llama_server_request_carries_the_exact_prompt(bundle):
     text = card_text(bundle, "tiny-invoker-GGUF")
     (request,) = re.findall(r"<<'EOF'\n(\{\"prompt\".*?)\nEOF", text, flags=re.S)
