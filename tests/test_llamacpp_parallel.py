@@ -70,12 +70,13 @@ def test_grammars_and_samplers_run_per_stream(single, parallel):
 
 @pytest.mark.e2e
 def test_a_closed_stream_frees_its_slot_and_leaves_the_others_alone(tiny_f16_gguf):
-    # fresh runtimes, and abandoned streams on a prompt no later one shares: every prompt is read whole on both
-    # sides (a prompt read partly from a cache gets logits from a batch of another size, which differ in the
-    # last float bits, and this random model's greedy text is chaotic enough to diverge on them)
+    # fresh runtimes, and abandoned streams on a prompt no later one shares, so every prompt is read whole.
+    # Closed streams' cells stay in the shared cache (for reuse), so attention runs over a differently filled
+    # cache than alone and differs in the last float bits; this random model's greedy text is chaotic enough
+    # to diverge on them after ~28 tokens (seen in CI), so 16 tokens are compared.
     single, parallel = load_runtime(tiny_f16_gguf), load_runtime(tiny_f16_gguf)
     parallel.run_parallel(4)
-    params = GenerationParams(max_tokens=40, ignore_eos=True)
+    params = GenerationParams(max_tokens=16, ignore_eos=True)
     abandoned = [parallel.stream("zq " * 30, params) for _ in range(4)]  # every slot taken
     for stream in abandoned:
         next(stream)
