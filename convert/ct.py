@@ -29,6 +29,7 @@ from convert.formats import FORMATS, VariantSettings
 from convert.gptq import write_checkpoint
 
 SPEC = FORMATS["ct"]
+METHOD = "GPTQ (Frantar et al. 2022), invoker-pack's solver; packed by compressed-tensors"
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants
 _VARIANT_PATTERN = re.compile(r"^w4a16-g(?P<group>\d+)$")  # 4-bit weights, 16-bit activations, groups of N
@@ -63,13 +64,11 @@ def convert(
     """GPTQ ``source_dir`` and write it as compressed-tensors into ``out_dir`` (an empty dir the caller owns)."""
     settings = parse_variant(variant)
     scheme = _scheme(settings)
-    details = write_checkpoint(source_dir=Path(source_dir), out_dir=Path(out_dir), settings=settings,
+    return write_checkpoint(source_dir=Path(source_dir), out_dir=Path(out_dir), settings=settings,
                                calibration=calibration, progress=progress, device=device,
                                pack=lambda quantized: pack(quantized, scheme=scheme),
                                quantization=quantization_config(scheme), desc=f"{SPEC.title} {variant}",
-                               tool_packages=TOOL_PACKAGES)
-    details["quantization"]["method"] = "GPTQ (Frantar et al. 2022), invoker-pack's solver; packed by compressed-tensors"
-    return details
+                               tool_packages=TOOL_PACKAGES, method=METHOD)
 
 
 def _scheme(settings: _int4.Variant):

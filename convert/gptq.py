@@ -74,14 +74,15 @@ def convert(
     settings = _int4.parse_variant(variant, variants=VARIANTS, title=SPEC.title)
     return write_checkpoint(source_dir=Path(source_dir), out_dir=Path(out_dir), settings=settings, calibration=calibration,
                             progress=progress, device=device, pack=pack_gptq, quantization=quantization_config(settings),
-                            desc=f"GPTQ {variant}", tool_packages=TOOL_PACKAGES)
+                            desc=f"GPTQ {variant}", tool_packages=TOOL_PACKAGES, method=METHOD)
 
 
 def write_checkpoint(*, source_dir: Path, out_dir: Path, settings: _int4.Variant, calibration: CalibrationSet | None,
-                     progress: bool, device: str, pack, quantization: dict, desc: str, tool_packages: tuple[str, ...]) -> dict:
+                     progress: bool, device: str, pack, quantization: dict, desc: str, tool_packages: tuple[str, ...],
+                     method: str) -> dict:
     """GPTQ every decoder layer of ``source_dir`` and write each linear as ``pack(QuantizedLinear)`` gives its
     tensors (the GPTQ v1 layout, or another layout of the same solution), with ``quantization`` as config.json's
-    ``quantization_config``; returns the manifest's conversion details."""
+    ``quantization_config``; returns the manifest's conversion details, ``method`` naming how it was made."""
     source_config = _int4.check_source(source_dir=source_dir, group_size=settings.group_size)
     samples = _int4.check_calibration(calibration)
     torch_device = _int4.pick_device(device)
@@ -100,7 +101,7 @@ def write_checkpoint(*, source_dir: Path, out_dir: Path, settings: _int4.Variant
     _int4.write_config(source_config=source_config, out_dir=out_dir, quantization_config=quantization)
     _int4.copy_tokenizer_files(source_dir=source_dir, out_dir=out_dir)
     return {
-        "quantization": {**quantization, "method": METHOD},
+        "quantization": {**quantization, "method": method},
         "damp_percent_raised": damping,
         "device": str(torch_device),
         "calibration_tokens": sum(len(ids) for ids in samples),
