@@ -54,6 +54,18 @@ def test_text_answer_has_openai_shape_and_usage():
                              "total_tokens": runtime.count_tokens(prompt) + chunks}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_server_timing_says_where_the_time_before_the_first_chunk_went(stream):
+    runtime = ScriptedRuntime(text_output("The time is 08:00 AM."), delay=0.05)  # 50 ms before each chunk
+    response = post(client_for(runtime), {"messages": USER, "stream": stream})
+    assert response.status_code == 200
+    parts = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert list(parts) == ["plan", "queue", "first-token"]
+    durations = {name: float(value) for name, value in parts.items()}
+    assert 50 <= durations["first-token"] < 1000
+    assert 0 <= durations["plan"] < 1000 and 0 <= durations["queue"] < 1000
+
+
 def test_legacy_functions_get_a_function_call():
     runtime = ScriptedRuntime(call_output("get_time", {"location": "Singapore", "format": "12-hour"}))
     body = post(client_for(runtime), {"messages": USER, "functions": [GET_TIME]}).json()
