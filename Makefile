@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/tiny-invoker
 OUT    ?= out/$(notdir $(MODEL))
-EXTRAS ?= dev,gguf,gptq,awq,ct,serve
+EXTRAS ?= dev,gguf,gptq,awq,ct,serve,ray
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
@@ -55,10 +55,11 @@ serve: setup
 
 # The staged pipeline (docs/PIPELINE.md): every variant of $(RECIPE) built, evaluated, benchmarked, gated and
 # reported into $(OUT); a rerun skips what is done. Another model: MODEL=owner/name RECIPE=path make quantize.
-# `make gguf` / `gptq` / `awq` / `ct` build one format (fp16 baseline included); JOBS=N converts N variants at once.
+# `make gguf` / `gptq` / `awq` / `ct` build one format (fp16 baseline included); JOBS=N converts N variants at once;
+# RAY=HEAD:6379 (or auto) runs the convert, eval and bench jobs on a Ray cluster instead (docs/SCALE.md).
 RECIPE ?= pipelines/recipes/tiny-invoker.toml
 JOBS   ?= 1
-QUANTIZE = $(BIN)/invoker-pack quantize --recipe $(RECIPE) --out $(OUT) --jobs $(JOBS) \
+QUANTIZE = $(BIN)/invoker-pack quantize --recipe $(RECIPE) --out $(OUT) --jobs $(JOBS) $(if $(RAY),--ray $(RAY)) \
 	$(if $(filter command line environment,$(origin MODEL)),--model $(MODEL))
 quantize: setup
 	$(QUANTIZE)

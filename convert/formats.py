@@ -72,6 +72,7 @@ class FormatSpec:
     tool_packages: tuple[str, ...]  # their versions go into the manifest and the convert stage's inputs
     variants: tuple[str, ...] = ()  # the documented variants (errors list them; more may parse)
     shared_base: bool = False  # the converter is a SharedBaseConverter
+    converts_on_cuda: bool = False  # its convert() takes ``device`` ("auto", "cpu", "cuda"): the recipe's convert.device
     repo_suffix: str = ""  # the Hub repo is <model>-<suffix>
     default_variant: str | None = None  # published as <model>-<suffix>, any other as <model>-<suffix>-<variant>;
     #                                     None: every variant of the format in the one repo
@@ -132,6 +133,7 @@ FORMATS: Mapping[str, FormatSpec] = MappingProxyType({spec.name: spec for spec i
         title="GPTQ",
         converter="convert.gptq",
         runtime="transformers",
+        converts_on_cuda=True,
         tool_packages=("torch", "transformers", "safetensors"),
         variants=("4bit-g128", "4bit-g128-actorder", "4bit-g64", "4bit-g64-actorder", "4bit-g32", "4bit-g32-actorder"),
         repo_suffix="GPTQ",
@@ -146,6 +148,7 @@ FORMATS: Mapping[str, FormatSpec] = MappingProxyType({spec.name: spec for spec i
         title="AWQ",
         converter="convert.awq",
         runtime="transformers",
+        converts_on_cuda=True,
         tool_packages=("torch", "transformers", "safetensors"),
         variants=("4bit-g128", "4bit-g64", "4bit-g32"),
         repo_suffix="AWQ",
@@ -160,6 +163,7 @@ FORMATS: Mapping[str, FormatSpec] = MappingProxyType({spec.name: spec for spec i
         title="compressed-tensors",
         converter="convert.ct",
         runtime="transformers",
+        converts_on_cuda=True,
         tool_packages=("torch", "transformers", "safetensors", "compressed-tensors"),
         variants=("w4a16-g128", "w4a16-g64", "w4a16-g32"),
         repo_suffix="W4A16",

@@ -38,6 +38,14 @@ def describe_files(directory: str | Path, *, exclude: tuple[str, ...] = ("manife
     return described
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (no extra disk), or a copy where a link is impossible (another filesystem)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temp path in ``path``'s folder (same suffix); on success it replaces ``path``, on failure it

@@ -306,6 +306,10 @@ def add_quantize_command(commands) -> None:
                         help=f"build only these formats ({', '.join(FORMATS)}); fp16 always")
     parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="convert/evaluate N variants in parallel processes (default: 1)")
     parser.add_argument("--force", action="store_true", help="redo every stage even when its inputs are unchanged")
+    parser.add_argument("--ray", metavar="auto|ADDRESS",
+                        help="run the convert, eval and bench jobs as tasks on a Ray cluster: 'auto' (the one `ray start` "
+                        "began on this machine, or $RAY_ADDRESS), the head's HOST:PORT, or ray://HOST:PORT (Ray Client); "
+                        "not with --jobs; needs the ray extra (docs/SCALE.md)")
     parser.set_defaults(run=run_quantize)
 
 
@@ -315,7 +319,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, model=args.model)  # every recipe problem fails here, before any work
     rows = run_pipeline(recipe=recipe, out_dir=args.out or Path("out") / recipe.name, only=args.only,
-                        jobs=args.jobs, force=args.force, progress=True)
+                        jobs=args.jobs, force=args.force, progress=True, ray=args.ray)
     _print_report_table(rows, title=f"{recipe.name}: {args.out or Path('out') / recipe.name}")
     return 0
 

@@ -18,8 +18,8 @@ from convert.calibration import CalibrationSpec
 from convert.formats import FORMATS, FormatSpec
 
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "calibrations", "eval", "bench", "gate",
-                  "fidelity")
+TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "calibrations", "convert", "eval", "bench",
+                  "gate", "fidelity")
 SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -68,6 +68,14 @@ class VariantSpec:
     @property
     def spec(self) -> FormatSpec:
         return FORMATS[self.format]
+
+
+@dataclass(frozen=True)
+class ConvertSettings:
+    """Where the conversions of formats that can use CUDA (``FormatSpec.converts_on_cuda``: GPTQ, AWQ, ct) run:
+    ``auto`` (CUDA where there is one, else the CPU), ``cpu`` or ``cuda``. GGUF converts on the CPU."""
+
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class Recipe:
     source: Source
     variants: tuple[VariantSpec, ...]
     calibration: CalibrationSpec
+    convert: ConvertSettings = field(default_factory=ConvertSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     calibrations: dict[str, CalibrationSpec] = field(default_factory=dict)  # named sets, for comparisons
     bench: BenchSettings = field(default_factory=BenchSettings)
@@ -200,6 +209,7 @@ def parse_recipe(data: dict, *, path: Path | None = None) -> Recipe:
     if variants is not None and "compare_only" in data:
         variants = checked(parse_compare_only, data["compare_only"], variants=variants)
     calibration = checked(parse_calibration, checked(_table, data, "calibration") or {})
+    convert = checked(parse_convert, checked(_table, data, "convert") or {})
     eval_settings = checked(parse_eval, checked(_table, data, "eval") or {})
     bench = checked(parse_bench, checked(_table, data, "bench") or {})
     gate = checked(parse_gate, checked(_table, data, "gate") or {},
@@ -208,7 +218,7 @@ def parse_recipe(data: dict, *, path: Path | None = None) -> Recipe:
     if problems:
         raise RecipeError(*problems)
     return Recipe(name=name, source=source, variants=variants, calibration=calibration, calibrations=calibrations,
-                  eval=eval_settings, bench=bench, gate=gate, fidelity=fidelity, path=path)
+                  convert=convert, eval=eval_settings, bench=bench, gate=gate, fidelity=fidelity, path=path)
 
 
 def parse_source(value: object) -> Source:
@@ -387,6 +397,14 @@ def check_suite(suite: str, *, key: str) -> None:
             raise RecipeError(f"{key}: {err}") from None
         return
     raise RecipeError(f"{key}: unknown suite {suite!r}; valid: synthetic, jsonl:PATH, bfcl:<category>")
+
+
+def parse_convert(table: dict) -> ConvertSettings:
+    _no_unknown_keys(table, key="convert", valid=("device",))
+    device = table.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise RecipeError(f"convert.device: must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return ConvertSettings(device=device)
 
 
 def parse_bench(table: dict) -> BenchSettings:

@@ -14,22 +14,22 @@ point leaves either nothing or a finished variant. Adding a stage: a function he
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 from tqdm import tqdm
 
 from convert.calibration import CalibrationSet, CalibrationSpec
 from convert.formats import BASELINE, FORMATS, FormatSpec
-from invoker.files import atomic_output_dir, describe_files, sha256_file, write_json_atomic
+from invoker.files import atomic_output_dir, describe_files, link_or_copy, sha256_file, write_json_atomic
 from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_weights, tool_versions, write_manifest
-from pipelines.recipe import Recipe, VariantSpec
+from pipelines.cluster import RayCluster, ray_cluster
+from pipelines.recipe import BenchSettings, Recipe, VariantSpec
 from pipelines.steps import (
     STATE_DIR,
     RunLog,
@@ -58,6 +58,25 @@ class Workspace:
     force: bool = False
     jobs: int = 1
     progress: bool = True
+    cluster: RayCluster | None = None  # --ray: the convert, eval and bench jobs run as tasks there
+
+    @property
+    def at_once(self) -> int | None:
+        """How many convert/eval jobs run at once: ``--jobs``; on a Ray cluster, as many as its resources allow."""
+        return None if self.cluster else self.jobs
+
+    @property
+    def job_progress(self) -> bool:
+        """Whether a job shows its own progress bars: only when it runs alone in this process."""
+        return self.progress and self.jobs == 1 and self.cluster is None
+
+    def convert_device(self, spec: FormatSpec) -> str | None:
+        """The ``device`` of ``spec``'s converter: None for one without the choice (GGUF); else the recipe's
+        ``convert.device``, which a Ray cluster settles by its GPUs (``RayCluster.convert_device``)."""
+        if not spec.converts_on_cuda:
+            return None
+        device = self.recipe.convert.device
+        return self.cluster.convert_device(device) if self.cluster else device
 
     @property
     def state_dir(self) -> Path:
@@ -104,20 +123,26 @@ class Workspace:
 
 
 def run_pipeline(*, recipe: Recipe, out_dir: Path, only: tuple[str, ...] | None = None, jobs: int = 1,
-                 force: bool = False, progress: bool = True) -> dict:
-    """Run every stage of ``recipe`` into ``out_dir`` (``out/<model>``); returns the report's rows."""
+                 force: bool = False, progress: bool = True, ray: str | None = None) -> dict:
+    """Run every stage of ``recipe`` into ``out_dir`` (``out/<model>``); returns the report's rows. ``ray``: the
+    address of a Ray cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) that runs the per-variant jobs."""
     out_dir = Path(out_dir)
     variants = select_variants(recipe.variants, only=only)
+    if ray is not None and jobs > 1:
+        raise ValueError("--ray and --jobs N > 1 together: on a Ray cluster its resources decide how many jobs run "
+                         "at once; drop --jobs")
     out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(out_dir / LOG_DIR / f"quantize-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}.log")
     started = time.perf_counter()
     try:
-        with exclusive_run(out_dir):
+        with exclusive_run(out_dir), ray_cluster(ray) as cluster:
             remove_stale_temps(out_dir)
             log.line(f"quantize {recipe.name}: recipe {recipe.path}, out {out_dir}, variants "
                      f"{', '.join(v.name for v in variants)}, jobs {jobs}{', force' if force else ''}")
+            if cluster:
+                log.line(cluster.describe())
             ws = prepare(recipe=recipe, variants=tuple(variants), out_dir=out_dir, force=force, jobs=jobs,
-                         progress=progress, log=log)
+                         progress=progress, log=log, cluster=cluster)
             for stage in STAGES:
                 stage(ws, log)
             log.line(f"quantize {recipe.name}: done in {time.perf_counter() - started:.1f} s; log {log.path}")
@@ -144,7 +169,7 @@ def select_variants(variants: tuple[VariantSpec, ...], *, only: tuple[str, ...] 
 
 
 def prepare(*, recipe: Recipe, variants: tuple[VariantSpec, ...], out_dir: Path, force: bool, jobs: int,
-            progress: bool, log: RunLog) -> Workspace:
+            progress: bool, log: RunLog, cluster: RayCluster | None = None) -> Workspace:
     """The source's local dir and its manifest record (sha256 of the weights, cached in ``.pipeline/source.json``
     by the files' sizes and mtimes, so a rerun does not rehash 26 GB)."""
     started = time.perf_counter()
@@ -170,7 +195,7 @@ def prepare(*, recipe: Recipe, variants: tuple[VariantSpec, ...], out_dir: Path,
     log.line(f"prepare: {source_dir} ({source['parameters'] or '?'} parameters, weights sha256 "
              f"{source['sha256'][:12]}) in {time.perf_counter() - started:.1f} s")
     return Workspace(recipe=recipe, variants=variants, source_dir=source_dir, out_dir=out_dir, source=source,
-                     force=force, jobs=jobs, progress=progress)
+                     force=force, jobs=jobs, progress=progress, cluster=cluster)
 
 
 def count_parameters(model_dir: Path) -> int | None:
@@ -268,7 +293,12 @@ def stage_shared_bases(ws: Workspace, log: RunLog) -> None:
 
 @dataclass(frozen=True)
 class ConvertJob:
-    """Everything one variant's conversion needs, picklable for a worker process."""
+    """Everything one variant's conversion needs, picklable for a worker process or a Ray task
+    (``pipelines.cluster.RemoteJob``: what it reads of the driver's disk, the dir it builds)."""
+
+    READS: ClassVar[tuple[str, ...]] = ("source_dir", "calibration_file", "shared_dir")
+    WRITES: ClassVar[str] = "final_dir"
+    WHOLE_NODE: ClassVar[bool] = False
 
     variant: VariantSpec
     source_dir: Path
@@ -278,6 +308,11 @@ class ConvertJob:
     calibration_file: Path | None
     shared_dir: Path | None
     progress: bool
+    device: str | None = None  # the converter's device (``Workspace.convert_device``); None: it has no choice
+
+    @property
+    def wants_cuda(self) -> bool:
+        return self.device == "cuda"
 
 
 def stage_convert(ws: Workspace, log: RunLog) -> None:
@@ -295,9 +330,9 @@ def stage_convert(ws: Workspace, log: RunLog) -> None:
             steps[final] = convert
             shared_dir = ws.shared_dir(variant.spec, variant.calibration_set if variant.calibrates else None)
             jobs.append(ConvertJob(variant=variant, source_dir=ws.source_dir, final_dir=final, model_name=ws.recipe.name,
-                                   source=ws.source, shared_dir=shared_dir, progress=ws.progress and ws.jobs == 1,
-                                   calibration_file=calibration_file))
-    run_jobs(convert_variant, jobs, jobs_n=ws.jobs, desc="convert", progress=ws.progress, log=log,
+                                   source=ws.source, shared_dir=shared_dir, progress=ws.job_progress,
+                                   calibration_file=calibration_file, device=ws.convert_device(variant.spec)))
+    run_jobs(convert_variant, jobs, jobs_n=ws.at_once, desc="convert", progress=ws.progress, log=log, cluster=ws.cluster,
              finished=lambda job: steps[job.final_dir].record_done())
     log.line(f"convert: {len(ws.variants) + 1} dirs, {len(jobs) + fp16_built} built, "
              f"{len(ws.variants) - len(jobs) + (not fp16_built)} up to date, in {time.perf_counter() - started:.1f} s")
@@ -323,13 +358,6 @@ def source_files(source_dir: Path) -> list[Path]:
     return [p for p in sorted(source_dir.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME]
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def new_manifest(*, fmt: str, variant: str, source: dict, calibration: dict, tools: dict, files_dir: Path,
                  details: dict) -> Manifest:
     """A freshly built dir's manifest: not evaluated, not gated (so never verified) until those stages run."""
@@ -349,13 +377,14 @@ def new_manifest(*, fmt: str, variant: str, source: dict, calibration: dict, too
 
 
 def convert_variant(job: ConvertJob) -> str:
-    """Convert one variant into a temp dir and rename it into place with its manifest (runs in a worker)."""
+    """Convert one variant into a temp dir and rename it into place with its manifest (in a worker or a Ray task)."""
     started = time.perf_counter()
     calibration = load_calibration(job.calibration_file)
     with atomic_output_dir(job.final_dir) as tmp:
         details = job.variant.spec.module().convert(
             source_dir=job.source_dir, out_dir=tmp, variant=job.variant.variant, calibration=calibration,
-            progress=job.progress, model_name=job.model_name, shared_dir=job.shared_dir)
+            progress=job.progress, model_name=job.model_name, shared_dir=job.shared_dir,
+            **({} if job.device is None else {"device": job.device}))
         tools = details.pop("tools", {})
         write_manifest(tmp, new_manifest(fmt=job.variant.format, variant=job.variant.variant, source=job.source,
                                          calibration={**calibration.to_manifest(), "set": job.variant.calibration_set}
@@ -369,11 +398,16 @@ def convert_variant(job: ConvertJob) -> str:
 
 @dataclass(frozen=True)
 class EvalJob:
+    """One dir's eval; on a Ray task the dir is sent there and its rewritten manifest comes back."""
+
+    READS: ClassVar[tuple[str, ...]] = ("variant_dir",)
+    WRITES: ClassVar[str] = "variant_dir"
+    WHOLE_NODE: ClassVar[bool] = False
+    wants_cuda: ClassVar[bool] = False
+
     variant_dir: Path
-    suites: tuple[str, ...]
-    limits: dict[str, int | None]  # per suite
+    suites: dict[str, list[dict]]  # suite name -> its cases, loaded once by the driver
     max_tokens: int
-    seed: int
     progress: bool
 
 
@@ -381,7 +415,7 @@ def stage_eval(ws: Workspace, log: RunLog) -> None:
     """Evaluate every dir through its runtime on the recipe's suites; results go into its manifest's ``eval``."""
     started = time.perf_counter()
     settings = ws.recipe.eval
-    jobs, steps = [], {}
+    steps = {}
     limits = {suite: settings.limit_for(suite) for suite in settings.suites}
     for variant_dir in ws.dirs:
         evaluate = ws.step("eval", target=variant_dir.name,
@@ -390,9 +424,14 @@ def stage_eval(ws: Workspace, log: RunLog) -> None:
                                    "limits": limits, "max_tokens": settings.max_tokens, "seed": settings.seed})
         if ws.due(evaluate):
             steps[variant_dir] = evaluate
-            jobs.append(EvalJob(variant_dir=variant_dir, suites=settings.suites, limits=limits,
-                                max_tokens=settings.max_tokens, seed=settings.seed, progress=ws.progress and ws.jobs == 1))
-    run_jobs(eval_variant, jobs, jobs_n=ws.jobs, desc="eval", progress=ws.progress, log=log,
+    jobs = []
+    if steps:  # each suite loaded once, here, so a Ray task on another machine needs no suite file
+        from pipelines.eval import load_suite
+
+        suites = {suite: load_suite(suite, limit=limits[suite], seed=settings.seed) for suite in settings.suites}
+        jobs = [EvalJob(variant_dir=variant_dir, suites=suites, max_tokens=settings.max_tokens, progress=ws.job_progress)
+                for variant_dir in steps]
+    run_jobs(eval_variant, jobs, jobs_n=ws.at_once, desc="eval", progress=ws.progress, log=log, cluster=ws.cluster,
              finished=lambda job: steps[job.variant_dir].record_done())
     log.line(f"eval: {len(ws.dirs)} dirs, {len(jobs)} evaluated, {len(ws.dirs) - len(jobs)} up to date, "
              f"in {time.perf_counter() - started:.1f} s")
@@ -401,18 +440,17 @@ def stage_eval(ws: Workspace, log: RunLog) -> None:
 def eval_variant(job: EvalJob) -> str:
     """Load one dir through ``load_runtime`` and evaluate it on each suite; rewrite its manifest."""
     from invoker.runtimes import GenerationParams, load_runtime
-    from pipelines.eval import evaluate, load_suite
+    from pipelines.eval import evaluate
 
     runtime = load_runtime(job.variant_dir)
     params = GenerationParams(temperature=0.0, max_tokens=job.max_tokens)
     results = {}
-    for suite in job.suites:
-        records = load_suite(suite, limit=job.limits[suite], seed=job.seed)
+    for suite, records in job.suites.items():
         summary = evaluate(runtime=runtime, records=records, params=params, progress=job.progress)
         results[suite] = {"format": runtime.format, "runtime": runtime.runtime, "device": "cpu", "suite": suite, **summary}
     write_manifest(job.variant_dir, replace(load_manifest(job.variant_dir), eval=results, verified=False,  # a new
                                             gate={"reason": "not verified: eval changed, not gated yet"}))  # verdict is due
-    first = results[job.suites[0]]
+    first = next(iter(results.values()))
     return (f"{job.variant_dir.name}: {first['suite']} call {_fmt(first['call_accuracy'])} "
             f"name {_fmt(first['name_accuracy'])} json {_fmt(first['json_valid_rate'])} "
             f"({first['n']} cases, {first['wall_seconds']:.1f} s)")
@@ -467,36 +505,57 @@ def fidelity_of(variant_dir: Path, *, reference) -> dict:
 # --- bench -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BenchJob:
+    """One dir's bench; on a Ray task it reserves a whole node (a measurement shares no CPU) and its GPU when a
+    device is ``cuda``."""
+
+    READS: ClassVar[tuple[str, ...]] = ("variant_dir",)
+    WRITES: ClassVar[str] = "variant_dir"
+    WHOLE_NODE: ClassVar[bool] = True
+
+    variant_dir: Path
+    settings: BenchSettings
+
+    @property
+    def wants_cuda(self) -> bool:
+        return "cuda" in self.settings.devices
+
+
 def stage_bench(ws: Workspace, log: RunLog) -> None:
     """Tokens/sec of every dir on each device, one at a time (never in parallel: they would share the CPUs)."""
     started = time.perf_counter()
     settings = ws.recipe.bench
-    measured = 0
-    for variant_dir in tqdm(ws.dirs, desc="bench", unit="variant", disable=not ws.progress, file=sys.stderr):
-        bench = ws.step("bench", target=variant_dir.name, outputs=lambda: manifest_fields(variant_dir, ("bench",)),
+    jobs, steps = [], {}
+    for variant_dir in ws.dirs:
+        bench = ws.step("bench", target=variant_dir.name,
+                        outputs=lambda variant_dir=variant_dir: manifest_fields(variant_dir, ("bench",)),
                         inputs={"files": load_manifest(variant_dir).to_dict()["files"], "settings": settings.__dict__})
-        if not ws.due(bench):
-            continue
-        results = {device: bench_device(variant_dir=variant_dir, device=device, ws=ws) for device in settings.devices}
-        write_manifest(variant_dir, replace(load_manifest(variant_dir), bench=results))
-        bench.record_done()
-        measured += 1
-        for device, result in results.items():
-            if "error" in result:
-                log.line(f"  {variant_dir.name} on {device}: not measured ({result['error']})")
-            else:
-                log.line(f"  {variant_dir.name} on {device}: prompt {result['prompt_tok_s']:.0f} tok/s, "
-                         f"decode {_fmt(result['decode_tok_s'], digits=0)} tok/s ({result['threads']} threads)")
-    log.line(f"bench: {len(ws.dirs)} dirs, {measured} measured, {len(ws.dirs) - measured} up to date, "
+        if ws.due(bench):
+            steps[variant_dir] = bench
+            jobs.append(BenchJob(variant_dir=variant_dir, settings=settings))
+    run_jobs(bench_variant, jobs, jobs_n=1, desc="bench", progress=ws.progress, log=log, cluster=ws.cluster,
+             finished=lambda job: steps[job.variant_dir].record_done())
+    log.line(f"bench: {len(ws.dirs)} dirs, {len(jobs)} measured, {len(ws.dirs) - len(jobs)} up to date, "
              f"in {time.perf_counter() - started:.1f} s")
 
 
-def bench_device(*, variant_dir: Path, device: str, ws: Workspace) -> dict:
+def bench_variant(job: BenchJob) -> str:
+    """Bench one dir on each device of its settings; rewrite its manifest's ``bench``."""
+    results = {device: bench_device(variant_dir=job.variant_dir, device=device, settings=job.settings)
+               for device in job.settings.devices}
+    write_manifest(job.variant_dir, replace(load_manifest(job.variant_dir), bench=results))
+    return f"{job.variant_dir.name} " + "; ".join(
+        f"on {device}: not measured ({result['error']})" if "error" in result else
+        f"on {device}: prompt {result['prompt_tok_s']:.0f} tok/s, decode {_fmt(result['decode_tok_s'], digits=0)} tok/s "
+        f"({result['threads']} threads)" for device, result in results.items())
+
+
+def bench_device(*, variant_dir: Path, device: str, settings: BenchSettings) -> dict:
     """One device's bench result; a device that is absent (CUDA here) is recorded with the reason, not faked."""
     from invoker.runtimes import load_runtime
     from pipelines.bench import bench
 
-    settings = ws.recipe.bench
     try:
         runtime = load_runtime(variant_dir, device=device)
     except (RuntimeError, ValueError) as err:

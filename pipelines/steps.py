@@ -154,34 +154,41 @@ def remove_stale_temps(out_dir: Path) -> list[Path]:
     return stale
 
 
-# --- worker processes ----------------------------------------------------------------------------------
+# --- worker processes, or tasks on a Ray cluster --------------------------------------------------------
 
 
-def run_jobs(work: Callable, items: list, *, jobs_n: int, desc: str, progress: bool, log: RunLog,
-             finished: Callable[[object], None] = lambda item: None) -> int:
-    """``work(item)`` for each item, in this process (jobs 1) or in ``jobs_n`` worker processes.
+def run_jobs(work: Callable, items: list, *, jobs_n: int | None, desc: str, progress: bool, log: RunLog,
+             finished: Callable[[object], None] = lambda item: None, cluster=None) -> int:
+    """``work(item)`` for each item: in this process (jobs 1), in ``jobs_n`` worker processes, or as tasks on a Ray
+    ``cluster`` (``pipelines.cluster.RayCluster``; ``jobs_n`` at a time, None: as many as its resources allow).
 
     Each result (a one-line summary) is logged and ``finished(item)`` called (in this process: it records the
-    step) as soon as its item is done; returns how many ran.
+    step) as soon as its item is done, its outputs in place; returns how many ran.
     """
     bar = tqdm(total=len(items), desc=desc, unit="variant", disable=not progress or not items, file=sys.stderr)
     try:
-        if jobs_n <= 1 or len(items) <= 1:
-            for item in items:
-                log.line(f"  {work(item)}")
-                finished(item)
-                bar.update()
-            return len(items)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs_n, mp_context=context, initializer=init_worker, initargs=(jobs_n,)) as pool:
-            futures = {pool.submit(work, item): item for item in items}
-            for future in as_completed(futures):
-                log.line(f"  {future.result()}")
-                finished(futures[future])
-                bar.update()
+        if cluster is not None:
+            done = cluster.run(work, items, at_once=jobs_n)
+        elif jobs_n <= 1 or len(items) <= 1:
+            done = ((work(item), item) for item in items)
+        else:
+            done = in_processes(work, items, jobs_n=jobs_n)
+        for line, item in done:
+            log.line(f"  {line}")
+            finished(item)
+            bar.update()
         return len(items)
     finally:
         bar.close()
+
+
+def in_processes(work: Callable, items: list, *, jobs_n: int) -> Iterator[tuple[str, object]]:
+    """``(work(item), item)`` as each finishes, from ``jobs_n`` spawned worker processes."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs_n, mp_context=context, initializer=init_worker, initargs=(jobs_n,)) as pool:
+        futures = {pool.submit(work, item): item for item in items}
+        for future in as_completed(futures):
+            yield future.result(), futures[future]
 
 
 def init_worker(jobs_n: int) -> None:

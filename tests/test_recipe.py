@@ -82,6 +82,8 @@ def test_bad_variants_are_refused_naming_the_entry_and_the_valid_choices(tmp_pat
         ('[eval]\nsuites = ["mmlu"]\n', "eval.suites[0]: unknown suite 'mmlu'"),
         ("[bench]\nruns = 0\n", "bench.runs: must be an integer >= 1, got 0"),
         ('[bench]\ndevices = ["tpu"]\n', "bench.devices: must be a non-empty list of 'cpu' / 'cuda'"),
+        ('[convert]\ndevice = "gpu"\n', "convert.device: must be 'auto', 'cpu' or 'cuda', got 'gpu'"),
+        ('[convert]\ndevices = ["cuda"]\n', "convert.devices: unknown key; valid: device"),
         ("[calibration]\nmax_length = 8\n", "calibration: calibration max_length must be an integer >= 16, got 8"),
         ("[calibration]\nsamples = 8\n", "calibration.samples: unknown key; valid: source, n_samples"),
     ],
@@ -190,6 +192,11 @@ def test_comparison_variants_are_not_for_release_by_default_and_compare_only_say
     path.write_text(f'compare_only = ["awq:4bit-g128"]\n{write_recipe(tmp_path, model_dir, "", variants=variants).read_text()}')
     with pytest.raises(RecipeError, match=re.escape("compare_only[0]: 'awq:4bit-g128' is not one of variants")):
         load_recipe(path)
+
+
+def test_the_convert_device_is_auto_unless_the_recipe_names_one(tmp_path, model_dir):
+    assert load_recipe(write_recipe(tmp_path, model_dir, "")).convert.device == "auto"
+    assert load_recipe(write_recipe(tmp_path, model_dir, '[convert]\ndevice = "cuda"\n')).convert.device == "cuda"
 
 
 def test_per_suite_limits_override_the_eval_limit(tmp_path, model_dir):
