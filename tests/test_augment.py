@@ -1,11 +1,12 @@
-"""Made-up names in training records (invoker.data.augment): consistent everywhere they occur."""
+"""Training-record augmentation (invoker.data.augment): made-up names consistent everywhere they occur,
+and per-record schemas that still hold every call."""
 
 from __future__ import annotations
 
 import json
 import random
 
-from invoker.data.augment import made_up_identifier, rename_record
+from invoker.data.augment import made_up_identifier, rename_record, vary_schemas
 from invoker.data.synth import generate_conversations
 from invoker.functions import validate_arguments, validate_functions
 
@@ -67,3 +68,32 @@ def test_made_up_identifiers_are_valid_function_names():
     assert len(names) > 450
     for name in names:
         validate_functions([{"name": name, "parameters": {"type": "object", "properties": {}}}])
+
+
+def test_varied_schemas_keep_required_and_used_parameters_and_drop_or_reorder_the_rest():
+    rng = random.Random(6)
+    dropped = reordered = 0
+    for original in RECORDS:
+        record = vary_schemas(original, rng, rate=1.0)
+        functions = {f["name"]: f for f in validate_functions(record["functions"])}
+        for message in record["messages"]:
+            call = message.get("function_call")
+            if call:  # every call still fits its (smaller) schema
+                assert validate_arguments(json.loads(call["arguments"]), function=functions[call["name"]]) == []
+        for before, after in zip(original["functions"], record["functions"]):
+            old, new = before["parameters"]["properties"], after["parameters"]["properties"]
+            assert set(new) <= set(old) and all(new[key] == old[key] for key in new)
+            assert set(before["parameters"].get("required", ())) <= set(new)
+            assert after["parameters"].get("required", []) == [k for k in new if k in before["parameters"].get("required", ())]
+            dropped += len(old) - len(new)
+            reordered += list(new) != [k for k in old if k in new]
+        assert record["messages"] == original["messages"]
+    assert dropped > 300 and reordered > 300
+
+
+def test_varied_schemas_at_rate_zero_change_nothing_and_never_modify_the_input():
+    snapshot = json.dumps(RECORDS)
+    rng = random.Random(7)
+    assert [vary_schemas(r, rng, rate=0.0) for r in RECORDS] == RECORDS
+    [vary_schemas(r, rng, rate=1.0) for r in RECORDS]
+    assert json.dumps(RECORDS) == snapshot

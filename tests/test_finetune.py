@@ -42,6 +42,14 @@ def test_labels_cover_every_assistant_turn_and_the_final_eos_only(finetune, toke
     assert all(label in (token, finetune.IGNORE) for token, label in zip(ids, labels))
 
 
+def test_varied_schemas_leave_the_renames_and_the_conversations_as_runs_without_them(finetune):
+    plain = finetune.training_records(n=60, seed=0, function_rate=0.4, parameter_rate=0.3)
+    varied = finetune.training_records(n=60, seed=0, function_rate=0.4, parameter_rate=0.3, schema_rate=1.0)
+    assert [r["messages"] for r in varied] == [r["messages"] for r in plain]  # a resumed run keeps its data
+    assert [[f["name"] for f in r["functions"]] for r in varied] == [[f["name"] for f in r["functions"]] for r in plain]
+    assert any(a["parameters"] != b["parameters"] for r, q in zip(plain, varied) for a, b in zip(r["functions"], q["functions"]))
+
+
 def test_too_long_conversations_are_left_out(finetune, tokenizer):
     record = finetune.training_records(n=1, seed=0, function_rate=0.0, parameter_rate=0.0)[0]
     assert finetune.encode_record(record, tokenizer, max_tokens=20) is None

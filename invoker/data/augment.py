@@ -7,6 +7,12 @@ name and the parameter names from the offered schema, which is what it must do o
 has never seen. A record is renamed consistently: schemas, ``required``, every ``function_call``
 (its name and its argument keys), function results, and function names quoted in the
 assistant's text.
+
+The generator also gives each function one fixed schema (which optional parameters it offers, in
+which order), so a model can learn a name's parameter list by heart and fill a parameter the
+request never mentioned. ``vary_schemas`` gives each record its own version of every offered
+schema: optional parameters no call in the record uses are dropped at random and the parameters
+are reordered, so only the schema in the prompt says what a call may carry.
 """
 
 from __future__ import annotations
@@ -67,6 +73,32 @@ def rename_record(record: dict, rng: random.Random, *, function_rate: float, par
         function["name"] = names.get(function["name"], function["name"])
     for message in record["messages"]:
         _rename_message(message, names, parameters)
+    return record
+
+
+def vary_schemas(record: dict, rng: random.Random, *, rate: float, drop: float = 0.5) -> dict:
+    """A copy of ``record`` in which, at rate ``rate``, every offered function loses each optional parameter
+    that no call in the record uses (each with probability ``drop``) and has its parameters shuffled."""
+    record = copy.deepcopy(record)
+    functions = record.get("functions") or []
+    if not functions or rng.random() >= rate:
+        return record
+    used: dict[str, set[str]] = {}
+    for message in record["messages"]:
+        call = message.get("function_call")
+        if call:
+            used.setdefault(call["name"], set()).update(json.loads(call["arguments"]))
+    for function in functions:
+        parameters = function.get("parameters") or {}
+        properties = parameters.get("properties") or {}
+        required = set(parameters.get("required") or ())
+        keep = [key for key in properties
+                if key in required or key in used.get(function["name"], ()) or rng.random() >= drop]
+        rng.shuffle(keep)
+        if properties:
+            parameters["properties"] = {key: properties[key] for key in keep}
+        if "required" in parameters:
+            parameters["required"] = [key for key in keep if key in required]
     return record
 
 

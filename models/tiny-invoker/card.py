@@ -46,7 +46,7 @@ def rate(value) -> str:
 def render(*, pins: dict, log: dict, scores: dict) -> str:
     args = log["args"]
     curve = "\n".join(
-        f"| {e['step']} | {rate(e['call_accuracy'])} | {rate(e['name_accuracy'])} | {rate(e['json_valid_rate'])} | {rate(e['relevance_accuracy'])} |"
+        f"| {e['step']} | {e['n']} | {rate(e['call_accuracy'])} | {rate(e['name_accuracy'])} | {rate(e['json_valid_rate'])} | {rate(e['relevance_accuracy'])} |"
         for e in log.get("evals", [])
     )
     losses = log.get("curve", [])
@@ -81,7 +81,6 @@ def render(*, pins: dict, log: dict, scores: dict) -> str:
         cpu=platform.processor() or platform.machine(),
         loss_line=loss_line,
         curve=curve or "| – | – | – | – | – |",
-        eval_limit=args["eval_limit"],
         scores=score_rows,
         model_sha256=pins.get("model_sha256", "–"),
         resumes="".join(f" (from step {r['step']}: " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in r["changed"].items()) + ")"
@@ -130,10 +129,10 @@ this checkpoint: step {steps_done}, {minutes:.0f} minutes of training on {thread
 
 Training loss (answer tokens) by step: {loss_line}.
 
-Learning curve (first {eval_limit} cases of the synthetic eval split, greedy):
+Learning curve (the first N cases of the synthetic eval split, greedy):
 
-| step | call accuracy | name accuracy | JSON valid | relevance |
-| --- | --- | --- | --- | --- |
+| step | N | call accuracy | name accuracy | JSON valid | relevance |
+| --- | --- | --- | --- | --- | --- |
 {curve}
 
 ## Scores

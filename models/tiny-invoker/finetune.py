@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import build  # noqa: E402
-from invoker.data.augment import rename_record  # noqa: E402
+from invoker.data.augment import rename_record, vary_schemas  # noqa: E402
 from invoker.data.synth import generate_conversations  # noqa: E402
 from invoker.pretrained import cache_dir, fetch_base_gguf, load_base  # noqa: E402
 from invoker.prompt import render_prompt  # noqa: E402
@@ -72,10 +72,14 @@ def encode_record(record: dict, tokenizer, *, max_tokens: int) -> tuple[list[int
     return (ids, labels) if len(ids) <= max_tokens else None
 
 
-def training_records(*, n: int, seed: int, function_rate: float, parameter_rate: float) -> list[dict]:
+def training_records(*, n: int, seed: int, function_rate: float, parameter_rate: float, schema_rate: float = 0.0) -> list[dict]:
     rng = random.Random(f"finetune-rename:{seed}")
     records = generate_conversations(split="train", n=n, seed=seed)
-    return [rename_record(r, rng, function_rate=function_rate, parameter_rate=parameter_rate) for r in records]
+    records = [rename_record(r, rng, function_rate=function_rate, parameter_rate=parameter_rate) for r in records]
+    if schema_rate:  # its own generator: the renames above stay those of runs without it
+        varied = random.Random(f"finetune-schemas:{seed}")
+        records = [vary_schemas(r, varied, rate=schema_rate) for r in records]
+    return records
 
 
 def batch_plan(*, lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -183,7 +187,8 @@ def train(args: argparse.Namespace) -> Path:
     base, tokenizer = load_base(gguf)
     model = lora_model(base, rank=args.rank, alpha=args.alpha, seed=args.seed)
 
-    records = training_records(n=args.n_train, seed=args.seed, function_rate=args.rename_functions, parameter_rate=args.rename_parameters)
+    records = training_records(n=args.n_train, seed=args.seed, function_rate=args.rename_functions,
+                               parameter_rate=args.rename_parameters, schema_rate=args.vary_schemas)
     examples = [e for e in (encode_record(r, tokenizer, max_tokens=args.max_tokens) for r in records) if e is not None]
     lengths = [len(e[0]) for e in examples]
     plan = batch_plan(lengths=lengths, batch_size=args.batch_size, steps=args.steps, seed=args.seed)
@@ -278,6 +283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=24000)
     p.add_argument("--rename-functions", type=float, default=0.4, help="share of records whose functions get made-up names")
     p.add_argument("--rename-parameters", type=float, default=0.3, help="share of functions whose parameters get made-up names")
+    p.add_argument("--vary-schemas", type=float, default=0.5,
+                   help="share of records whose offered schemas drop unused optional parameters and are reordered")
     p.add_argument("--max-tokens", type=int, default=640)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=int, default=32)
