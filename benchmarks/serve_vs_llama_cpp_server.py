@@ -102,6 +102,7 @@ class Server:
         with httpx.stream("POST", f"{self.base}/v1/chat/completions",
                           json=self.body(messages, max_tokens=max_tokens, stream=True), timeout=300) as response:
             response.raise_for_status()
+            timing = server_timing(response.headers.get("server-timing"))
             for line in response.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -112,7 +113,13 @@ class Server:
                     chunks += 1
                     first_content = first_content if first_content is not None else now
         return {"first_ms": first, "first_content_ms": first_content, "content_chunks": chunks,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "timing": timing}
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """``Server-Timing: plan;dur=1.2, queue;dur=0.0`` -> {"plan": 1.2, "queue": 0.0} (ms); {} without the header."""
+    parts = (part.strip().split(";dur=") for part in (header or "").split(",") if ";dur=" in part)
+    return {name: float(value) for name, value in parts}
 
 
 WRAPPER = '```{"content": "'  # what a text answer writes before its first content character
@@ -158,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--no-constrained", action="store_true", help="our server without constrained decoding")
+    parser.add_argument("--theirs-flash-attn", action="store_true",
+                        help="start llama_cpp.server with --flash_attn true (its default is off; llama.cpp's own default, "
+                             "which our engine keeps, is auto: on for CPU)")
     args = parser.parse_args(argv)
     gguf = find_gguf(args.path)
     threads = len(os.sched_getaffinity(0))
@@ -167,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.concurrency)] + (["--no-constrained"] if args.no_constrained else [])
     theirs_cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(theirs_port),
                   "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048"]
+    theirs_cmd += ["--flash_attn", "true"] if args.theirs_flash_attn else []
     servers = [Server("ours", ours_cmd, base=f"http://127.0.0.1:{ours_port}", health_path="/health", log_dir=logs),
                Server("llama_cpp.server", theirs_cmd, base=f"http://127.0.0.1:{theirs_port}", health_path="/v1/models",
                       log_dir=logs)]
     try:
-        figures = {server.name: {"decode": [], "first": [], "first_content": [], "one": [], "aggregate": [], "errors": 0}
+        figures = {server.name: {"decode": [], "first": [], "first_content": [], "one": [], "aggregate": [], "errors": 0,
+                                 "timing": []}
                    for server in servers}
         for run in range(args.runs + 1):  # the first round warms both up and is not counted
             for server in servers if run % 2 == 0 else servers[::-1]:
@@ -185,17 +197,20 @@ def main(argv: list[str] | None = None) -> int:
                 figure["decode"].append(rate)
                 figure["first"].append(streamed["first_ms"])
                 figure["first_content"].append(streamed["first_content_ms"])
+                figure["timing"].append(streamed["timing"])
                 figure["one"].append(one)
                 figure["aggregate"].append(many)
                 figure["errors"] += errors
     finally:
         for server in servers:
             server.stop()
-    median = {name: {key: statistics.median(v) if isinstance(v, list) and v else v for key, v in figure.items()}
-              for name, figure in figures.items()}
+    timing = {name: statistics.median(t[name] for t in figures["ours"]["timing"]) for name in figures["ours"]["timing"][0]}
+    median = {name: {key: statistics.median(v) if isinstance(v, list) and v and key != "timing" else v
+                     for key, v in figure.items()} for name, figure in figures.items()}
     ours, theirs = median["ours"], median["llama_cpp.server"]
     print(f"{gguf.name}, {threads} threads each, {args.runs} alternating runs, max_tokens {args.max_tokens}, "
-          f"ours {'unconstrained' if args.no_constrained else 'constrained'}")
+          f"ours {'unconstrained' if args.no_constrained else 'constrained'}, "
+          f"llama_cpp.server flash attention {'on' if args.theirs_flash_attn else 'off (its default)'}")
     print(f"{'':28s}{'ours':>12s}{'llama_cpp.server':>18s}{'ratio':>9s}")
     for key, label, unit in (("decode", "decode tok/s (1 stream)", ""), ("first", "first chunk ms", ""),
                              ("first_content", "first content chunk ms", ""),
@@ -207,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     wrapper = wrapper_tokens(gguf)
     print(f"ours: first content chunk - first chunk {ours['first_content'] - ours['first']:.1f} ms; Invoker's wrapper "
           f"({WRAPPER!r}) is {wrapper} tokens = {1000 * wrapper / ours['decode']:.1f} ms at ours' decode rate")
+    inside = sum(timing.values())
+    print(f"ours: of the first chunk's {ours['first']:.1f} ms, the server's Server-Timing header (medians) gives "
+          + ", ".join(f"{name} {value:.1f}" for name, value in timing.items())
+          + f" ms; the other {ours['first'] - inside:.1f} ms are HTTP, the event loop and the client")
     print(f"{args.concurrency} streams / 1 stream, same way: ours {ours['aggregate'] / ours['one']:.2f}, "
           f"llama_cpp.server {theirs['aggregate'] / theirs['one']:.2f}")
     print(f"server logs: {logs}")
