@@ -11,7 +11,8 @@ the openai client's do. It prints, as ratios ours / theirs:
 - **decode tok/s at concurrency 1**, non-streamed, from the ``usage`` field:
   (tokens(N) − tokens(1)) / (t(N) − t(1)) — prompt processing and HTTP cancel out;
 - **first chunk** of a stream (the role chunk) and **first content chunk**, in ms, medians, and how the gap
-  between them compares with decoding Invoker's answer wrapper (```` ```{"content": " ````) at our decode rate;
+  between them compares with decoding the part of Invoker's answer wrapper (```` ```{"content": " ````) that
+  the model writes itself (constrained, the server prefills the opening ```` ```{"content": ````) at our decode rate;
 - **aggregate tok/s at ``--concurrency`` streams** (all completion tokens / wall time of non-streamed
   requests sent at once, prompt and HTTP included), with errors, against the same measure at one stream:
   what concurrency adds on each server.
@@ -40,6 +41,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from invoker.constrain import ANSWER_START, LEADING_SPACE, answer_grammar  # noqa: E402
 from invoker.examples import GET_TIME  # noqa: E402
 from invoker.runtimes.llamacpp_runtime import find_gguf  # noqa: E402
 
@@ -127,15 +129,17 @@ def server_timing(header: str | None) -> dict[str, float]:
     return {name: float(value) for name, value in parts}
 
 
-WRAPPER = '```{"content": "'  # what a text answer writes before its first content character
+WRAPPER = LEADING_SPACE + ANSWER_START + '"'  # what a text answer holds before its first content character
 
 
-def wrapper_tokens(gguf: Path) -> int:
-    """How many tokens the model spends on ``WRAPPER`` (tokenized alone: the model's own split may differ by one)."""
+def wrapper_tokens(gguf: Path, *, constrained: bool) -> int:
+    """How many tokens the model itself writes of ``WRAPPER``: constrained, the server prefills its opening
+    (``answer_grammar``) and the model writes the rest. Tokenized alone: the model's split may differ by one."""
     from llama_cpp import Llama
 
+    written = WRAPPER[len(answer_grammar([]).prefill):] if constrained else WRAPPER
     vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-    return len(vocab.tokenize((" " + WRAPPER).encode(), add_bos=False, special=False))
+    return len(vocab.tokenize(written.encode(), add_bos=False, special=False))
 
 
 def decode_rate(server: Server, *, max_tokens: int) -> float:
@@ -224,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         a, b = ours[key], theirs[key]
         print(f"{label:28s}{a:12.1f}{b:18.1f}{a / b if b else float('nan'):9.3f}")
     print(f"{'errors at concurrency':28s}{ours['errors']:12d}{theirs['errors']:18d}")
-    wrapper = wrapper_tokens(gguf)
-    print(f"ours: first content chunk - first chunk {ours['first_content'] - ours['first']:.1f} ms; Invoker's wrapper "
-          f"({WRAPPER!r}) is {wrapper} tokens = {1000 * wrapper / ours['decode']:.1f} ms at ours' decode rate")
+    wrapper = wrapper_tokens(gguf, constrained=not args.no_constrained)
+    print(f"ours: first content chunk - first chunk {ours['first_content'] - ours['first']:.1f} ms; the model writes "
+          f"{wrapper} tokens of Invoker's wrapper {WRAPPER!r} = {1000 * wrapper / ours['decode']:.1f} ms at ours' decode rate"
+          + ("" if args.no_constrained else " (the rest is prefilled)"))
     inside = sum(timing.values())
     print(f"ours: of the first chunk's {ours['first']:.1f} ms, the server's Server-Timing header (medians) gives "
           + ", ".join(f"{name} {value:.1f}" for name, value in timing.items())

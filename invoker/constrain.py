@@ -11,8 +11,9 @@ character rules of inner strings are the escaped forms of JSON string characters
 GBNF grammar (llama.cpp's grammar format) for the answer:
 
 - ``auto``: text (``{"content": "…", "function_call": null}``) or a call to one of the functions; the
-  model commits at ``"content": null`` vs ``"content": "``, and from there the call's name and its
-  arguments are constrained;
+  answer's fixed opening (`` ```{"content":``, the same in both) is *prefilled* into the prompt, the
+  model commits at `` null`` vs `` "``, and from there the call's name and its arguments are
+  constrained (without a grammar nothing is prefilled: the model may answer in plain text);
 - ``required`` / a named function: the answer's fixed start is *prefilled* into the prompt (the model
   continues after ``"name": "`` or after ``"arguments": "``), and the grammar covers the rest;
 - no functions offered (or ``none``): text only.
@@ -46,6 +47,7 @@ import referencing.exceptions
 from invoker.json_schema import PatternTimeout, resolve_local_ref, schema_validator, validation_errors
 
 ANSWER_START = '```{"content": '
+OPENING = ANSWER_START.rstrip()  # every answer's fixed opening, cut where a pre-token ends (before the space)
 CALL_START = ANSWER_START + 'null, "function_call": {"name": "'
 ANSWER_END = "```"
 TEXT_END = ', "function_call": null}' + ANSWER_END
@@ -87,8 +89,9 @@ class AnswerGrammar:
 
 
 def answer_prefill(*, choice: str, name: str | None = None) -> str:
-    """The fixed start of the answer for a tool choice: ``""`` (auto, none), up to the function name's
-    opening quote (required), or up to the arguments' opening quote (a named function)."""
+    """The fixed start of the answer for a tool choice, without a grammar: ``""`` (auto, none: the
+    model may answer in plain text), up to the function name's opening quote (required), or up to the
+    arguments' opening quote (a named function)."""
     if choice in ("auto", "none"):
         return ""
     if choice == "required":
@@ -107,7 +110,11 @@ def answer_grammar(functions: Sequence[dict], *, choice: str = "auto", name: str
     functions) or ``function`` (a call to ``name``). With no functions, ``auto`` means text only.
     """
     builder = _GrammarBuilder()
-    prefill = answer_prefill(choice=choice, name=name)
+    # auto, none: the opening the grammar would force anyway is prefilled. Prefilled text costs one
+    # batched prompt step instead of a decode step per token, and is tokenized with the prompt, as in
+    # training. It stops before ' "' / ' null': in byte-level BPE the space and the quote that follow
+    # belong to one pre-token, which the model writes.
+    prefill = LEADING_SPACE + OPENING if choice in ("auto", "none") else answer_prefill(choice=choice, name=name)
     offered = [] if choice == "none" else list(functions)
     if choice == "function":
         index = _function_index(offered, name=name)
@@ -124,8 +131,9 @@ def answer_grammar(functions: Sequence[dict], *, choice: str = "auto", name: str
 
 
 def _answer_root(builder: "_GrammarBuilder", functions: list[dict]) -> str:
+    """What follows the prefilled opening (auto, none): `` "`` and text, or `` null`` and a call."""
     text = builder.define("text", f"json-string {gbnf_literal(TEXT_END)}")
-    start = f'{gbnf_literal(LEADING_SPACE)}? {gbnf_literal(ANSWER_START)}'
+    start = gbnf_literal(ANSWER_START[len(OPENING):])
     if not functions:
         return f"{start} {text}"
     calls = builder.define("call", f'{gbnf_literal(CALL_START[len(ANSWER_START):])} {builder.named_calls(functions)}')

@@ -127,14 +127,16 @@ def predict_case(
 ) -> tuple[dict, CaseScore]:
     """One case: prompt -> generation -> parsed completion -> verdicts (as a JSON-ready dict, and scored)."""
     functions = record.get("functions") or None
-    if constrained:
-        params = dataclasses.replace(params, grammar=answer_grammar(validate_functions(functions or [])).grammar)
+    prompt, prefill = _prompt(record), ""
+    if constrained:  # as the server does: the answer's opening prefilled, the grammar for the rest
+        answer = answer_grammar(validate_functions(functions or []))
+        params, prefill = dataclasses.replace(params, grammar=answer.grammar), answer.prefill
     started = time.perf_counter()
-    prompt = _prompt(record)
     try:
-        generation = generate(runtime, prompt, params)
+        generation = generate(runtime, prompt + prefill, params)
     except ValueError as err:  # e.g. a prompt longer than the context: say which case
         raise ValueError(f"case {record.get('id')!r}: {err}") from None
+    generation = dataclasses.replace(generation, text=prefill + generation.text)
     return _scored(record, generation, time.perf_counter() - started)
 
 

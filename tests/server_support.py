@@ -32,6 +32,15 @@ def text_output(text: str) -> str:
     return " ```" + json.dumps({"content": text, "function_call": None}, ensure_ascii=False) + "```"
 
 
+def continuation(prompt: str, text: str) -> str:
+    """What a model writes after ``prompt`` when its whole answer is ``text``: the part the server
+    prefilled (the prompt ends with the answer's start, 4 characters or more) is not written again."""
+    for length in range(len(text), 3, -1):
+        if prompt.endswith(text[:length]):
+            return text[length:]
+    return text
+
+
 class ScriptedRuntime:
     """A Runtime that 'generates' a scripted reply in small chunks, one token per chunk.
 
@@ -70,7 +79,7 @@ class ScriptedRuntime:
             raise ValueError(f"prompt is {tokens} tokens, longer than the context of {self.context_length}")
         self.calls.append((prompt, params))
         text = self.reply(prompt, params) if callable(self.reply) else self.reply
-        return self._generate(text, params=params, prompt_tokens=tokens)
+        return self._generate(continuation(prompt, text), params=params, prompt_tokens=tokens)
 
     def _generate(self, text: str, *, params: GenerationParams, prompt_tokens: int):
         with self._lock:

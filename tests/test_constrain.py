@@ -84,9 +84,14 @@ GET_TIME = {
 }
 
 
-def call_text(name, arguments, *, leading=" "):
+def call_text(name, arguments):
     body = {"content": None, "function_call": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
-    return leading + "```" + json.dumps(body, ensure_ascii=False) + "```"
+    return " ```" + json.dumps(body, ensure_ascii=False) + "```"
+
+
+def accepts_answer(vocab, answer, output: str) -> bool:
+    """``output`` (the whole answer) is its prefill followed by what the grammar accepts."""
+    return output.startswith(answer.prefill) and accepts(vocab, answer.grammar, output[len(answer.prefill):])
 
 
 def content_text(content):
@@ -104,15 +109,20 @@ def content_text(content):
     {"location": ""},
 ])
 def test_auto_accepts_the_models_own_call_format(vocab, arguments):
-    grammar = answer_grammar(validate_functions([GET_TIME])).grammar
-    assert accepts(vocab, grammar, call_text("get_time", arguments))
-    assert accepts(vocab, grammar, call_text("get_time", arguments, leading=""))
+    assert accepts_answer(vocab, answer_grammar(validate_functions([GET_TIME])), call_text("get_time", arguments))
 
 
 @pytest.mark.parametrize("content", ["Hello!", 'quotes " and \\ and \n newlines', "😀 é", ""])
 def test_auto_accepts_text_answers(vocab, content):
-    grammar = answer_grammar(validate_functions([GET_TIME])).grammar
-    assert accepts(vocab, grammar, content_text(content))
+    assert accepts_answer(vocab, answer_grammar(validate_functions([GET_TIME])), content_text(content))
+
+
+def test_auto_and_none_prefill_the_opening_both_answers_share(vocab):
+    functions = validate_functions([GET_TIME])
+    for answer in (answer_grammar(functions), answer_grammar(functions, choice="none"), answer_grammar([])):
+        assert answer.prefill == ' ```{"content":'
+        assert content_text("x").startswith(answer.prefill) and call_text("get_time", {}).startswith(answer.prefill)
+        assert vocab.matcher(answer.grammar).allowed().nonzero()[0].tolist() == [ord(" ")]  # then ' "' or ' null'
 
 
 @pytest.mark.parametrize("output", [
@@ -128,15 +138,16 @@ def test_auto_accepts_text_answers(vocab, content):
     content_text("hi") + " more",  # text after the fence
 ])
 def test_auto_rejects_malformed_or_invalid_calls(vocab, output):
-    grammar = answer_grammar(validate_functions([GET_TIME])).grammar
-    assert not accepts(vocab, grammar, output)
+    answer = answer_grammar(validate_functions([GET_TIME]))
+    assert output.startswith(answer.prefill)
+    assert not accepts_answer(vocab, answer, output)
 
 
 def test_none_and_no_functions_allow_text_only(vocab):
     functions = validate_functions([GET_TIME])
-    for grammar in (answer_grammar(functions, choice="none").grammar, answer_grammar([]).grammar):
-        assert accepts(vocab, grammar, content_text("fine"))
-        assert not accepts(vocab, grammar, call_text("get_time", {"location": "x"}))
+    for answer in (answer_grammar(functions, choice="none"), answer_grammar([])):
+        assert accepts_answer(vocab, answer, content_text("fine"))
+        assert not accepts_answer(vocab, answer, call_text("get_time", {"location": "x"}))
 
 
 def test_forced_function_prefills_up_to_the_arguments(vocab):
@@ -144,8 +155,7 @@ def test_forced_function_prefills_up_to_the_arguments(vocab):
     answer = answer_grammar(functions, choice="function", name="get_time")
     full = call_text("get_time", {"location": "Paris"})
     assert answer.prefill == ' ```{"content": null, "function_call": {"name": "get_time", "arguments": "'
-    assert full.startswith(answer.prefill)
-    assert accepts(vocab, answer.grammar, full[len(answer.prefill):])
+    assert accepts_answer(vocab, answer, full)
     assert not accepts(vocab, answer.grammar, call_text("other", {})[len(answer.prefill):])
 
 
@@ -154,14 +164,16 @@ def test_required_prefills_up_to_the_name_and_allows_any_function(vocab):
     answer = answer_grammar(functions, choice="required")
     assert answer.prefill == " " + CALL_START
     for output in (call_text("get_time", {"location": "x"}), call_text("other", {})):
-        assert accepts(vocab, answer.grammar, output[len(answer.prefill):])
+        assert accepts_answer(vocab, answer, output)
     assert not accepts(vocab, answer.grammar, content_text("no")[len(answer.prefill):])
 
 
-def test_prefill_without_constraints_matches_the_grammar_prefill():
+def test_prefill_without_constraints_matches_the_grammar_prefill_for_calls_only():
     functions = validate_functions([GET_TIME])
-    for choice in ("auto", "none", "required", "function"):
+    for choice in ("required", "function"):
         assert answer_prefill(choice=choice, name="get_time") == answer_grammar(functions, choice=choice, name="get_time").prefill
+    for choice in ("auto", "none"):  # free text stays possible without a grammar
+        assert answer_prefill(choice=choice) == ""
 
 
 # --- random walks: whatever is picked, the call parses and validates ----------------------------
