@@ -44,7 +44,8 @@ def kept(*, base: np.ndarray, finetuned: np.ndarray, quantized: np.ndarray) -> t
     energy = float((delta * delta).sum())
     if energy <= UNCHANGED ** 2 * float((finetuned * finetuned).sum()):  # not fine-tuned (only converted)
         return float("nan"), float("nan")
-    return float(((quantized - base) * delta).sum() / energy), float(np.linalg.norm(quantized - base) / np.sqrt(energy))
+    moved = quantized - base
+    return float((moved * delta).sum() / energy), float(np.linalg.norm(moved) / np.sqrt(energy))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,12 +88,16 @@ class AnswerGrammar:
     unenforced: tuple[str, ...] = ()
 
 
-def answer_prefill(*, choice: str, name: str | None = None) -> str:
-    """The fixed start of the answer for a tool choice, without a grammar: ``""`` (auto, none: the
-    model may answer in plain text), up to the function name's opening quote (required), or up to the
-    arguments' opening quote (a named function)."""
+def answer_prefill(*, choice: str, name: str | None = None, constrained: bool = False) -> str:
+    """The fixed start of the answer for a tool choice: for auto and none, the opening the grammar
+    forces anyway when ``constrained``, else ``""`` (a free model may answer in plain text); up to the
+    function name's opening quote (required); up to the arguments' opening quote (a named function).
+
+    Prefilled text costs one batched prompt step instead of a decode step per token, and is tokenized
+    with the prompt, as in training. The opening stops before ' "' / ' null': in byte-level BPE the
+    space and the quote that follow belong to one pre-token, which the model writes."""
     if choice in ("auto", "none"):
-        return ""
+        return LEADING_SPACE + OPENING if constrained else ""
     if choice == "required":
         return LEADING_SPACE + CALL_START
     if choice == "function":
@@ -110,11 +114,7 @@ def answer_grammar(functions: Sequence[dict], *, choice: str = "auto", name: str
     functions) or ``function`` (a call to ``name``). With no functions, ``auto`` means text only.
     """
     builder = _GrammarBuilder()
-    # auto, none: the opening the grammar would force anyway is prefilled. Prefilled text costs one
-    # batched prompt step instead of a decode step per token, and is tokenized with the prompt, as in
-    # training. It stops before ' "' / ' null': in byte-level BPE the space and the quote that follow
-    # belong to one pre-token, which the model writes.
-    prefill = LEADING_SPACE + OPENING if choice in ("auto", "none") else answer_prefill(choice=choice, name=name)
+    prefill = answer_prefill(choice=choice, name=name, constrained=True)
     offered = [] if choice == "none" else list(functions)
     if choice == "function":
         index = _function_index(offered, name=name)

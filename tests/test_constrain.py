@@ -168,8 +168,11 @@ def test_required_prefills_up_to_the_name_and_allows_any_function(vocab):
     assert not accepts(vocab, answer.grammar, content_text("no")[len(answer.prefill):])
 
 
-def test_prefill_without_constraints_matches_the_grammar_prefill_for_calls_only():
+def test_prefill_is_the_grammar_prefill_and_without_constraints_prefills_calls_only():
     functions = validate_functions([GET_TIME])
+    for choice in ("auto", "none", "required", "function"):
+        grammar_prefill = answer_grammar(functions, choice=choice, name="get_time").prefill
+        assert answer_prefill(choice=choice, name="get_time", constrained=True) == grammar_prefill
     for choice in ("required", "function"):
         assert answer_prefill(choice=choice, name="get_time") == answer_grammar(functions, choice=choice, name="get_time").prefill
     for choice in ("auto", "none"):  # free text stays possible without a grammar
