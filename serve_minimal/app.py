@@ -83,7 +83,7 @@ class Server:
 
 def concurrency_for(runtime: Runtime, *, asked: int) -> int:
     """``asked``, capped by what the runtime can run at once. A runtime that batches streams on request
-    (llama.cpp: ``run_parallel``) is asked for that many; otherwise its optional ``max_concurrent_streams``
+    (llama.cpp and transformers: ``run_parallel``) is asked for that many; otherwise its optional ``max_concurrent_streams``
     caps it."""
     if asked > 1 and hasattr(runtime, "run_parallel"):
         runtime.run_parallel(asked)

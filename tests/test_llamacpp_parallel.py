@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 
 import pytest
 
 from invoker.constrain import answer_grammar
-from invoker.functions import validate_functions
 from invoker.parse import parse_completion
 from invoker.runtimes import GenerationParams, generate, load_runtime
-from samples import BATCH_PROMPTS
-
-FUNCTIONS = validate_functions([{"name": "get_weather", "parameters": {"type": "object", "properties": {
-    "city": {"type": "string", "maxLength": 12}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-    "required": ["city"]}}])
+from samples import BATCH_PROMPTS, WEATHER as FUNCTIONS, together
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +24,6 @@ def parallel(tiny_f16_gguf):
     return runtime
 
 
-def together(runtime, prompts, params_list):
-    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
-        return list(pool.map(lambda args: generate(runtime, *args), zip(prompts, params_list)))
 
 
 @pytest.mark.e2e

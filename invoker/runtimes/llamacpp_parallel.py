@@ -11,107 +11,34 @@ A slot keeps the KV cells of its last stream when that stream ends, and a new st
 slot whose cached tokens share the longest prefix with its prompt (llama.cpp's server keeps slots the same way): a
 repeated system prompt and function list, or the history of a multi-turn chat, is not read again.
 
-A stream's chunks reach its consumer through a queue; closing the stream (the client left) frees its
-slot before the next step. An error in ``llama_decode`` ends every running stream with it and
-forgets every slot's cache.
+The life cycle of a stream (queue, slots, cancellation, errors) is ``invoker.runtimes.parallel``'s; an
+error in ``llama_decode`` also forgets every slot's cache.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import weakref
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from invoker.runtimes.base import Chunk, GenerationParams, RowText
 from invoker.runtimes.llamacpp_runtime import _BatchContext, _decode, _fill, _read_prompt, shared_prefix
-
-_END = object()
-
-
-@dataclass
-class _Request:
-    prompt_ids: list[int]
-    params: GenerationParams
-    budget: int
-    out: queue.Queue = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    slot: int = -1
-    sampler: object = None
-    text: RowText | None = None
-    count: int = 0
-    last: int = 0
+from invoker.runtimes.parallel import Request, StreamScheduler
 
 
-class ParallelDecoder:
+class ParallelDecoder(StreamScheduler):
     """Runs the streams of one ``LlamaCppRuntime`` together (see the module docstring)."""
 
     def __init__(self, runtime, *, slots: int) -> None:
         import llama_cpp
 
         self.runtime = runtime
-        self.slots = slots
         self.context = _BatchContext(runtime.llama.model, sequences=slots, cells=slots * runtime.context_length,
                                      threads=runtime.threads)
         self._batch = llama_cpp.llama_batch_init(max(self.context.n_batch, slots), 0, 1)  # every decode reuses it
         weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
-        self._lock = threading.Condition()
-        self._pending: deque[_Request] = deque()
-        self._running: dict[int, _Request] = {}
         self._cached: list[list[int]] = [[] for _ in range(slots)]  # the tokens whose cells each sequence holds
         self._used = [-1] * slots  # when each slot last took a stream (a count of admissions)
         self._admissions = 0
-        self._thread = threading.Thread(target=self._loop, name="llama.cpp-parallel", daemon=True)
-        self._thread.start()
-
-    def stream(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Chunk]:
-        budget = min(params.max_tokens, self.runtime.context_length - len(prompt_ids))
-        request = _Request(prompt_ids=prompt_ids, params=params, budget=budget)
-        with self._lock:
-            self._pending.append(request)
-            self._lock.notify()
-        return self._chunks(request)
-
-    def _chunks(self, request: _Request) -> Iterator[Chunk]:
-        try:
-            while (item := request.out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            request.cancelled.set()
-            with self._lock:
-                self._lock.notify()
-
-    # --- the decode thread ------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while True:
-            for request in self._admit():
-                self._guarded(self._start, request)
-            if self._running:
-                self._guarded(self._step)
-
-    def _admit(self) -> list[_Request]:
-        """Waits for work; returns the requests that get a slot now (cancelled ones are dropped)."""
-        with self._lock:
-            while True:
-                for request in list(self._running.values()):
-                    if request.cancelled.is_set():
-                        self._release(request)
-                while self._pending and self._pending[0].cancelled.is_set():
-                    self._pending.popleft()
-                admitted = []
-                while self._pending and len(self._running) < self.slots:
-                    request = self._pending.popleft()
-                    request.slot = self._slot_for(request.prompt_ids)
-                    self._running[request.slot] = request
-                    admitted.append(request)
-                if admitted or self._running:
-                    return admitted
-                self._lock.wait()
+        super().__init__(slots=slots, token_bytes=runtime._token_bytes, context_length=runtime.context_length,
+                         name="llama.cpp-parallel")
 
     def _slot_for(self, prompt_ids: list[int]) -> int:
         """The free slot whose cache holds the longest prefix of the prompt, if that prefix is at least half
@@ -128,21 +55,12 @@ class ParallelDecoder:
         self._used[slot] = self._admissions
         return slot
 
-    def _guarded(self, work, *args) -> None:
-        try:
-            work(*args)
-        except Exception as err:  # every running stream ends with the error; the decoder goes on serving
-            with self._lock:
-                for request in list(self._running.values()):
-                    request.out.put(err)
-                    self._release(request)
-                for slot in range(self.slots):  # what a failed decode left in the cache is unknown
-                    self._forget(slot, 0)
+    def _reset(self) -> None:
+        for slot in range(self.slots):  # what a failed decode left in the cache is unknown
+            self._forget(slot, 0)
 
-    def _start(self, request: _Request) -> None:
-        runtime = self.runtime
-        request.sampler = runtime._new_sampler(request.params)
-        request.text = RowText(runtime._token_bytes, request.params.stop)
+    def _start(self, request: Request) -> None:
+        request.state = self.runtime._new_sampler(request.params)
         if request.budget < 1:
             self._finish(request, "length")
             return
@@ -153,10 +71,7 @@ class ParallelDecoder:
         self._cached[request.slot] = list(request.prompt_ids)
         self._take(request, index)
 
-    def _step(self) -> None:
-        running = [request for request in self._running.values() if not request.cancelled.is_set()]
-        if not running:
-            return
+    def _step(self, running: list[Request]) -> None:
         _fill(self._batch, [(r.last, len(r.prompt_ids) + r.count - 1, r.slot, True) for r in running])
         for request in running:
             self._cached[request.slot].append(request.last)
@@ -164,40 +79,17 @@ class ParallelDecoder:
         for index, request in enumerate(running):
             self._take(request, index)
 
-    def _take(self, request: _Request, index: int) -> None:
+    def _take(self, request: Request, index: int) -> None:
         """Draw ``request``'s next token from output ``index`` of the last decode, and emit it."""
         import llama_cpp
 
-        token = self.runtime._sample(request.sampler, ctx=self.context.ctx, index=index)
-        request.count += 1
-        request.last = token
-        if llama_cpp.llama_vocab_is_eog(self.runtime._vocab, token) and not request.params.ignore_eos:
-            self._finish(request, "stop")
-            return
-        text, stopped = request.text.feed(token)
-        if stopped:
-            self._finish(request, "stop")
-            return
-        if text:
-            request.out.put(Chunk(text=text))
-        if request.count >= request.budget:
-            self._finish(request, "length")
+        token = self.runtime._sample(request.state, ctx=self.context.ctx, index=index)
+        self._emit(request, token, is_eos=llama_cpp.llama_vocab_is_eog(self.runtime._vocab, token))
 
-    def _finish(self, request: _Request, reason: str) -> None:
-        request.out.put(request.text.final(finish_reason=reason, prompt_tokens=len(request.prompt_ids),
-                                           completion_tokens=request.count))
-        with self._lock:
-            self._release(request)
-
-    def _release(self, request: _Request) -> None:
-        """Free ``request``'s slot and sampler; its cells stay for a later prompt to share (the lock is held)."""
-        if self._running.get(request.slot) is not request:
-            return
-        del self._running[request.slot]
-        if request.sampler is not None:
-            request.sampler.close()
-        request.out.put(_END)
-
+    def _closed(self, request: Request) -> None:
+        """Its sampler goes; its cells stay for a later prompt to share."""
+        if request.state is not None:
+            request.state.close()
 
     def _forget(self, slot: int, keep: int) -> None:
         """Drop ``slot``'s cells from position ``keep`` on."""

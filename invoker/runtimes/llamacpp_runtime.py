@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
+from invoker.runtimes.parallel import ParallelStreams
 
 GGUF_MAGIC = b"GGUF"
 IMATRIX_PREFIX = "imatrix"  # imatrix.gguf beside a quant, imatrix-<TYPE>.gguf in a release repo
@@ -47,10 +48,9 @@ class GGUFInfo:
     tensor_types: dict[str, str]  # tensor name -> ggml type name ("Q4_K", "F32", ...)
 
 
-class LlamaCppRuntime:
+class LlamaCppRuntime(ParallelStreams):
     runtime = "llama.cpp"
     format = "gguf"
-    max_concurrent_streams = 1  # streams at once (the server reads this): 1, or what run_parallel set up
 
     def __init__(self, *, llama, model_path: Path, gguf_file: Path, info: GGUFInfo, threads: int, device: str) -> None:
         import llama_cpp
@@ -67,7 +67,6 @@ class LlamaCppRuntime:
         self._streaming = False
         self._candidates = None  # the whole vocabulary as sampler candidates, for the rare masked draw
         self._batch_context: _BatchContext | None = None  # generate_batch's own context, sized by its largest call
-        self._parallel = None  # a ParallelDecoder once run_parallel asked for more than one stream
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0) -> "LlamaCppRuntime":
@@ -151,18 +150,12 @@ class LlamaCppRuntime:
             return self._parallel.stream(prompt_ids, params)
         return self._decode_loop(prompt_ids, params)
 
-    def run_parallel(self, streams: int) -> int:
-        """Serve up to ``streams`` streams at once from now on (``invoker.runtimes.llamacpp_parallel``): their
-        tokens are decoded together, one ``llama_decode`` per step. Costs a KV cache of ``streams`` × the
-        context. Returns the number of streams it runs at once."""
+    def _decoder(self, slots: int):
+        """``slots`` streams decoded together, one ``llama_decode`` per step (``invoker.runtimes.llamacpp_parallel``);
+        costs a KV cache of ``slots`` × the context."""
         from invoker.runtimes.llamacpp_parallel import ParallelDecoder
 
-        if streams < 1:
-            raise ValueError(f"streams must be >= 1, got {streams}")
-        if streams > 1 and self._parallel is None:
-            self._parallel = ParallelDecoder(self, slots=streams)
-            self.max_concurrent_streams = streams
-        return self.max_concurrent_streams
+        return ParallelDecoder(self, slots=slots)
 
     def generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
         """What ``generate`` returns for each prompt, computed together: greedy decoding of every prompt

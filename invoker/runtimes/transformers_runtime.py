@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, RowText, generate
+from invoker.runtimes.parallel import ParallelStreams
 from invoker.tokenizer import token_bytes_table
 
-class TransformersRuntime:
+class TransformersRuntime(ParallelStreams):
     runtime = "transformers"
 
     def __init__(self, *, model, tokenizer, model_path: Path, format: str, device: torch.device) -> None:
@@ -83,7 +84,15 @@ class TransformersRuntime:
                 f"prompt is {len(prompt_ids)} tokens, longer than the model's context of {self.context_length} tokens"
             )
         grammar = self._grammar_matcher(params.grammar)  # a bad grammar fails here, before any output
+        if self._parallel is not None:
+            return self._parallel.stream(prompt_ids, params, state=grammar)
         return self._decode_loop(prompt_ids, params, grammar)
+
+    def _decoder(self, slots: int):
+        """``slots`` streams decoded as one batch (``invoker.runtimes.transformers_parallel``)."""
+        from invoker.runtimes.transformers_parallel import BatchedDecoder
+
+        return BatchedDecoder(self, slots=slots)
 
     def _encode(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text)["input_ids"])
@@ -104,12 +113,8 @@ class TransformersRuntime:
         return self._vocabulary.matcher(grammar)
 
     def _decode_loop(self, prompt_ids: list[int], params: GenerationParams, grammar=None) -> Iterator[Chunk]:
-        cache = _new_cache(self.model)
-        sampler = torch.Generator(device="cpu")
-        if params.seed is None:
-            sampler.seed()
-        else:
-            sampler.manual_seed(params.seed)
+        cache = new_cache(self.model)
+        sampler = new_sampler(params)
         row = RowText(self._token_bytes, params.stop)
         budget = min(params.max_tokens, self.context_length - len(prompt_ids))
         next_input = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
@@ -148,7 +153,7 @@ class TransformersRuntime:
             input_ids[index, width - len(ids):] = torch.tensor(ids)
             mask[index, width - len(ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _new_cache(self.model)
+        cache = new_cache(self.model)
         active = batch.active()
         step_input = input_ids[active]
         mask, positions = mask[active], positions[active]
@@ -176,22 +181,36 @@ class TransformersRuntime:
         # inference_mode per step, never across a yield: the caller's thread must not be left in it.
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-            logits = logits[0, -1, : len(self._token_bytes)].float()  # ids the tokenizer cannot decode are never picked
-            if grammar is not None:  # tokens the grammar does not allow next are never picked
-                logits = logits.masked_fill(~torch.from_numpy(grammar.allowed()).to(logits.device), float("-inf"))
-            if params.temperature == 0:
-                token = int(torch.argmax(logits))
-            else:
-                probs = torch.softmax(logits.cpu() / params.temperature, dim=-1)
-                if params.top_p < 1.0:
-                    probs = _nucleus(probs, params.top_p)
-                token = int(torch.multinomial(probs, 1, generator=sampler))
+            return self._pick(logits[0, -1], params, sampler, grammar)
+
+    def _pick(self, logits: torch.Tensor, params: GenerationParams, sampler: torch.Generator, grammar=None) -> int:
+        """The next token from one position's logits: greedy or sampled, within the grammar if there is one."""
+        logits = logits[: len(self._token_bytes)].float()  # ids the tokenizer cannot decode are never picked
+        if grammar is not None:  # tokens the grammar does not allow next are never picked
+            logits = logits.masked_fill(~torch.from_numpy(grammar.allowed()).to(logits.device), float("-inf"))
+        if params.temperature == 0:
+            token = int(torch.argmax(logits))
+        else:
+            probs = torch.softmax(logits.cpu() / params.temperature, dim=-1)
+            if params.top_p < 1.0:
+                probs = _nucleus(probs, params.top_p)
+            token = int(torch.multinomial(probs, 1, generator=sampler))
         if grammar is not None:
             grammar.accept(token)
         return token
 
 
-def _new_cache(model):
+def new_sampler(params: GenerationParams) -> torch.Generator:
+    """A request's random generator: seeded by ``params.seed``, else from the OS."""
+    sampler = torch.Generator(device="cpu")
+    if params.seed is None:
+        sampler.seed()
+    else:
+        sampler.manual_seed(params.seed)
+    return sampler
+
+
+def new_cache(model):
     from transformers import DynamicCache
 
     return DynamicCache(config=model.config)
