@@ -1,20 +1,31 @@
-"""Streaming decode speed through the server vs the same runtime called in-process, as a ratio.
+"""Streaming speed through the server vs the same runtime called in-process, as ratios.
 
-    .venv/bin/python benchmarks/serve_throughput.py out/tiny-invoker/gguf-Q4_K_M [--max-tokens 128] [--runs 5]
+    .venv/bin/python benchmarks/serve_throughput.py out/tiny-invoker/gguf-Q4_K_M [--max-tokens 128] [--runs 5] [--streams 4]
 
-Both paths generate the same greedy tokens from the same rendered prompt, exactly ``--max-tokens`` of
-them (the runtime is wrapped to ignore EOS, in both paths alike). Decode speed is
-``(completion_tokens - 1) / (time of the last chunk - time of the first chunk)``: prompt processing is
-left out. In-process, the chunks are the runtime's; through the server, the first is the arrival of
-the response headers (the server sends them once the runtime's first chunk exists) and the last is
-``data: [DONE]``. The server runs in a child process (``uvicorn`` on a free 127.0.0.1 port). Runs
-alternate between the two paths (in-process, server, in-process, …), so a change in the machine's load
-while the benchmark runs affects both alike; the figure is the ratio of the medians.
+Both paths generate the same greedy tokens from the same prompt under the same grammar (in-process, the
+server's own ``plan_completion`` of the same request, with the server's default settings), exactly
+``--max-tokens`` of them (the runtime is wrapped to ignore EOS, in both paths alike). Three figures per path:
+
+- decode speed, ``(completion_tokens - 1) / (time of the last chunk - time of the first chunk)``: prompt
+  processing is left out. In-process, the chunks are the runtime's; through the server, the first is the
+  arrival of the response headers (the server sends them once the runtime's first chunk exists) and the
+  last is ``data: [DONE]``;
+- the first chunk's latency: from the call (in-process) or the request (server) to that first chunk;
+- with ``--streams N`` (N > 1): aggregate speed of N streams started at once, all their completion tokens
+  over the time from the start to the last one's end, and the same for one stream alone, so N/1 says what
+  running streams together gives. Both paths then run N streams at once (``run_parallel(N)`` in-process,
+  ``--max-concurrency N`` for the server), one-stream runs included.
+
+The server runs in a child process (``uvicorn`` on a free 127.0.0.1 port). Runs alternate between the two
+paths (in-process, server, in-process, …), so a change in the machine's load while the benchmark runs
+affects both alike; each ratio is of the medians, in-process over server for latency (so ≥ 0.95 is the goal
+for all of them).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -42,6 +53,10 @@ class EndlessRuntime:
     def count_tokens(self, text: str) -> int:
         return self._runtime.count_tokens(text)
 
+    def run_parallel(self, streams: int) -> int:
+        self.max_concurrent_streams = self._runtime.run_parallel(streams)
+        return self.max_concurrent_streams
+
     def stream(self, prompt, params):
         return self._runtime.stream(prompt, dataclasses.replace(params, ignore_eos=True))
 
@@ -50,20 +65,40 @@ def decode_rate(*, completion_tokens: int, first: float, last: float) -> float:
     return (completion_tokens - 1) / (last - first)
 
 
-def in_process_rate(runtime, *, prompt: str, params) -> float:
-    """One in-process generation's decode rate."""
+@dataclasses.dataclass
+class Run:
+    """One generation: when it was asked for, its first and last chunk, and its completion tokens."""
+
+    started: float
+    first: float
+    last: float
+    tokens: int
+
+    @property
+    def rate(self) -> float:
+        return decode_rate(completion_tokens=self.tokens, first=self.first, last=self.last)
+
+
+def in_process_run(runtime, *, prompt: str, params) -> Run:
+    """One in-process generation."""
+    started = time.perf_counter()
     first = last = None
     for chunk in runtime.stream(prompt, params):
         last = time.perf_counter()
         first = first or last
-    return decode_rate(completion_tokens=chunk.completion_tokens, first=first, last=last)
+    return Run(started=started, first=first, last=last, tokens=chunk.completion_tokens)
 
 
-def server_rate(client, *, url: str, max_tokens: int) -> float:
-    """One streamed generation's decode rate, through the server."""
-    body = {"model": "bench", "messages": MESSAGES, "temperature": 0, "max_tokens": max_tokens, "stream": True,
+def request_body(max_tokens: int) -> dict:
+    return {"model": "bench", "messages": MESSAGES, "temperature": 0, "max_tokens": max_tokens, "stream": True,
             "stream_options": {"include_usage": True}}
+
+
+def server_run(client, *, url: str, max_tokens: int) -> Run:
+    """One streamed generation, through the server."""
+    body = request_body(max_tokens)
     usage = None
+    started = time.perf_counter()
     with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         first = time.perf_counter()
@@ -72,32 +107,51 @@ def server_rate(client, *, url: str, max_tokens: int) -> float:
                 last = time.perf_counter()
             elif line.startswith("data: ") and '"usage"' in line:
                 usage = json.loads(line[len("data: "):])["usage"]
-    return decode_rate(completion_tokens=usage["completion_tokens"], first=first, last=last)
+    return Run(started=started, first=first, last=last, tokens=usage["completion_tokens"])
 
 
-def alternating_rates(path: Path, *, url: str, max_tokens: int, runs: int, warmup: int) -> tuple[list[float], list[float]]:
-    """(in-process rates, server rates), one run of each in turn; the first ``warmup`` pairs are not kept."""
+def aggregate_rate(one, streams: int) -> float:
+    """``streams`` runs of ``one()`` started at once: all their tokens over the time to the last one's end."""
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        runs = list(pool.map(lambda _: one(), range(streams)))
+    return sum(run.tokens for run in runs) / (max(run.last for run in runs) - min(run.started for run in runs))
+
+
+def alternating_runs(path: Path, *, url: str, max_tokens: int, runs: int, warmup: int, streams: int) -> tuple[dict, dict]:
+    """The figures of each path, one run of each in turn (the first ``warmup`` pairs not kept): per run, the
+    decode rate and first-chunk latency of one stream and, with ``streams`` > 1, the aggregate rates of one
+    and of ``streams`` streams started at once."""
     import httpx
 
-    from invoker.prompt import render_prompt
-    from invoker.runtimes import GenerationParams, load_runtime
+    from invoker.runtimes import load_runtime
+    from serve_minimal.completion import plan_completion
+    from serve_minimal.schemas import ChatCompletionRequest
+    from serve_minimal.settings import ServerSettings
 
     runtime = EndlessRuntime(load_runtime(path))
-    prompt = render_prompt(MESSAGES)
-    params = GenerationParams(temperature=0.0, max_tokens=max_tokens)
-    local, served = [], []
-    with httpx.Client(timeout=600) as client:
+    if streams > 1:
+        runtime.run_parallel(streams)
+    plan = plan_completion(ChatCompletionRequest(**request_body(max_tokens)), runtime=runtime,
+                           constrained=ServerSettings(model_name="bench").constrained)
+    prompt, params = plan.prompt, plan.params
+    figures = {"in_process": {}, "server": {}}
+    with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=streams + 1)) as client:
+        paths = {"in_process": lambda: in_process_run(runtime, prompt=prompt, params=params),
+                 "server": lambda: server_run(client, url=url, max_tokens=max_tokens)}
         for run in range(warmup + runs):
-            local_rate = in_process_rate(runtime, prompt=prompt, params=params)
-            served_rate = server_rate(client, url=url, max_tokens=max_tokens)
-            if run >= warmup:
-                local.append(local_rate)
-                served.append(served_rate)
-    return local, served
+            for name, one in paths.items():
+                single = one()
+                measured = {"tok_s": single.rate, "first_chunk_ms": 1000 * (single.first - single.started)}
+                if streams > 1:
+                    measured |= {"one_stream_tok_s": aggregate_rate(one, 1), "streams_tok_s": aggregate_rate(one, streams)}
+                if run >= warmup:
+                    for key, value in measured.items():
+                        figures[name].setdefault(key, []).append(value)
+    return figures["in_process"], figures["server"]
 
 
-def start_server(path: Path, *, port: int) -> subprocess.Popen:
-    args = [sys.executable, __file__, str(path), "--serve-child", str(port)]
+def start_server(path: Path, *, port: int, streams: int) -> subprocess.Popen:
+    args = [sys.executable, __file__, str(path), "--serve-child", str(port), "--streams", str(streams)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -117,7 +171,7 @@ def wait_until_up(url: str, *, process: subprocess.Popen, timeout: float = 600.0
     raise RuntimeError(f"the server did not answer /health within {timeout:g} s")
 
 
-def serve_child(path: Path, *, port: int) -> None:
+def serve_child(path: Path, *, port: int, streams: int) -> None:
     """The child process: the same runtime wrapper, behind the real app, on 127.0.0.1:port."""
     import uvicorn
 
@@ -125,7 +179,7 @@ def serve_child(path: Path, *, port: int) -> None:
     from serve_minimal.app import create_app
     from serve_minimal.settings import ServerSettings
 
-    app = create_app(runtime=EndlessRuntime(load_runtime(path)), settings=ServerSettings(model_name="bench"))
+    app = create_app(runtime=EndlessRuntime(load_runtime(path)), settings=ServerSettings(model_name="bench", max_concurrency=streams))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -141,40 +195,49 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens decoded per run (default: 128)")
     parser.add_argument("--runs", type=int, default=5, help="measured runs per path (default: 5)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (default: 1)")
+    parser.add_argument("--streams", type=int, default=1, help="also measure this many streams at once (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child:
-        serve_child(args.path, port=args.serve_child)
+        serve_child(args.path, port=args.serve_child, streams=args.streams)
         return 0
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(args.path, port=port)
+    server = start_server(args.path, port=port, streams=args.streams)
     try:
         wait_until_up(url, process=server)
-        local, served = alternating_rates(args.path, url=url, max_tokens=args.max_tokens, runs=args.runs,
-                                          warmup=args.warmup)
+        local, served = alternating_runs(args.path, url=url, max_tokens=args.max_tokens, runs=args.runs,
+                                         warmup=args.warmup, streams=args.streams)
     finally:
         server.terminate()
         server.wait(timeout=60)
-    result = {
-        "model": str(args.path),
-        "max_tokens": args.max_tokens,
-        "runs": args.runs,
-        "cpus": len(os.sched_getaffinity(0)),
-        "in_process_tok_s": round(statistics.median(local), 2),
-        "server_tok_s": round(statistics.median(served), 2),
-        "ratio": round(statistics.median(served) / statistics.median(local), 3),
-        "in_process_runs": [round(r, 2) for r in local],
-        "server_runs": [round(r, 2) for r in served],
-    }
+    medians = {name: {key: statistics.median(values) for key, values in figures.items()}
+               for name, figures in (("in_process", local), ("server", served))}
+    ratios = {key: (medians["in_process"][key] / medians["server"][key] if key == "first_chunk_ms"
+                    else medians["server"][key] / medians["in_process"][key]) for key in medians["server"]}
+    result = {"model": str(args.path), "max_tokens": args.max_tokens, "runs": args.runs, "streams": args.streams,
+              "cpus": len(os.sched_getaffinity(0)),
+              **{f"{name}_{key}": round(value, 2) for name, figures in medians.items() for key, value in figures.items()},
+              **{f"ratio_{key}": round(value, 3) for key, value in ratios.items()},
+              "in_process_runs": {key: [round(v, 2) for v in values] for key, values in local.items()},
+              "server_runs": {key: [round(v, 2) for v in values] for key, values in served.items()}}
+    if args.streams > 1:
+        for name in medians:
+            result[f"{name}_streams_over_one"] = round(medians[name]["streams_tok_s"] / medians[name]["one_stream_tok_s"], 3)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"model            {result['model']}  ({args.max_tokens} tokens/run, {args.runs} runs, {result['cpus']} CPUs)")
-        print(f"in-process       {result['in_process_tok_s']:.1f} tok/s  {result['in_process_runs']}")
-        print(f"through server   {result['server_tok_s']:.1f} tok/s  {result['server_runs']}")
-        print(f"ratio            {result['ratio']:.3f}  (goal >= 0.95)")
+        return 0
+    print(f"model  {result['model']}  ({args.max_tokens} tokens/run, {args.runs} runs, {result['cpus']} CPUs)")
+    print(f"{'':28}{'in-process':>12}{'server':>12}{'ratio':>8}  (goal >= 0.95)")
+    labels = {"tok_s": "decode, 1 stream (tok/s)", "first_chunk_ms": "first chunk (ms)",
+              "one_stream_tok_s": "aggregate, 1 stream (tok/s)", "streams_tok_s": f"aggregate, {args.streams} streams (tok/s)"}
+    for key, label in labels.items():
+        if key in ratios:
+            print(f"{label:28}{medians['in_process'][key]:12.1f}{medians['server'][key]:12.1f}{ratios[key]:8.3f}")
+    if args.streams > 1:
+        print(f"{args.streams} streams / 1 stream: in-process {result['in_process_streams_over_one']:.2f}, "
+              f"server {result['server_streams_over_one']:.2f}  (goal >= 1.3)")
     return 0
 
 
