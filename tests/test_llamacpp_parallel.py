@@ -1,80 +1,17 @@
-"""Concurrent streams on one GGUF: decoded together, each exactly what it would be alone."""
+"""The llama.cpp engine's own behaviour with concurrent streams: slots that keep their cache for a later prompt
+(the shared behaviour of the batched decoders: tests/test_parallel_streams.py)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from invoker.constrain import answer_grammar
-from invoker.parse import parse_completion
 from invoker.runtimes import GenerationParams, generate, load_runtime
-from samples import BATCH_PROMPTS, WEATHER as FUNCTIONS, together
+from samples import BATCH_PROMPTS
 
 
 @pytest.fixture(scope="module")
 def single(tiny_f16_gguf):
     return load_runtime(tiny_f16_gguf)
-
-
-@pytest.fixture(scope="module")
-def parallel(tiny_f16_gguf):
-    runtime = load_runtime(tiny_f16_gguf)
-    assert runtime.run_parallel(4) == 4 and runtime.max_concurrent_streams == 4
-    return runtime
-
-
-
-
-@pytest.mark.e2e
-def test_concurrent_streams_each_equal_their_single_stream_output(single, parallel):
-    params = [GenerationParams(max_tokens=24), GenerationParams(max_tokens=9, ignore_eos=True),
-              GenerationParams(max_tokens=16, stop=("e",)), GenerationParams(max_tokens=3, ignore_eos=True)]
-    assert together(parallel, BATCH_PROMPTS, params) == [generate(single, p, q) for p, q in zip(BATCH_PROMPTS, params)]
-
-
-@pytest.mark.e2e
-def test_more_streams_than_slots_wait_their_turn_and_all_finish(single, parallel):
-    prompts = BATCH_PROMPTS * 2  # 8 streams, 4 slots
-    params = [GenerationParams(max_tokens=10, ignore_eos=True)] * len(prompts)
-    results = together(parallel, prompts, params)
-    assert results == [generate(single, p, q) for p, q in zip(prompts, params)]
-
-
-@pytest.mark.e2e
-def test_grammars_and_samplers_run_per_stream(single, parallel):
-    forced = answer_grammar(FUNCTIONS, choice="function", name="get_weather")
-    call, auto = forced.grammar, answer_grammar(FUNCTIONS, choice="auto", name=None).grammar
-    greedy = [GenerationParams(max_tokens=60, grammar=call), GenerationParams(max_tokens=60, grammar=auto),
-              GenerationParams(max_tokens=20), GenerationParams(max_tokens=60, grammar=call)]
-    assert together(parallel, BATCH_PROMPTS, greedy) == [generate(single, p, q) for p, q in zip(BATCH_PROMPTS, greedy)]
-    # sampled: batched logits differ from single-stream ones in the last float bits, so draws may differ;
-    # each stream still keeps to its own grammar
-    sampled = [GenerationParams(max_tokens=120, grammar=call, temperature=1.0, seed=seed) for seed in range(4)]
-    results = together(parallel, [BATCH_PROMPTS[0]] * 4, sampled)
-    finished = [result for result in results if result.finish_reason == "stop"]
-    assert finished
-    for result in finished:
-        parsed = parse_completion(forced.prefill + result.text, functions=FUNCTIONS)
-        assert (parsed.kind, parsed.name) == ("function_call", "get_weather"), result.text
-
-
-@pytest.mark.e2e
-def test_a_closed_stream_frees_its_slot_and_leaves_the_others_alone(tiny_f16_gguf):
-    # fresh runtimes, and abandoned streams on a prompt no later one shares, so every prompt is read whole.
-    # Closed streams' cells stay in the shared cache (for reuse), so attention runs over a differently filled
-    # cache than alone and differs in the last float bits; this random model's greedy text is chaotic enough
-    # to diverge on them after ~28 tokens (seen in CI), so 16 tokens are compared.
-    single, parallel = load_runtime(tiny_f16_gguf), load_runtime(tiny_f16_gguf)
-    parallel.run_parallel(4)
-    params = GenerationParams(max_tokens=16, ignore_eos=True)
-    abandoned = [parallel.stream("zq " * 30, params) for _ in range(4)]  # every slot taken
-    for stream in abandoned:
-        next(stream)
-        stream.close()
-    # had a closed stream kept its slot, these would wait forever
-    results = together(parallel, BATCH_PROMPTS, [params] * 4)
-    assert results == [generate(single, p, params) for p in BATCH_PROMPTS]
 
 
 @pytest.mark.e2e
@@ -97,54 +34,3 @@ def test_a_prompt_reads_only_what_no_free_slot_has_cached(single, tiny_f16_gguf,
     # the follow-up reads what the first turn's generated tokens and the new text added
     assert reads[:3] == [whole[0], whole[1], 1]
     assert reads[3] <= whole[2] - whole[0]
-
-
-@pytest.mark.e2e
-def test_the_server_batches_gguf_streams_when_asked_for_concurrency(tiny_f16_gguf, single):
-    import asyncio
-
-    import httpx
-
-    from serve_minimal.app import create_app
-    from serve_minimal.settings import ServerSettings
-    from server_support import live_server
-
-    runtime = load_runtime(tiny_f16_gguf)
-    app = create_app(runtime=runtime, settings=ServerSettings(model_name="m", max_concurrency=3))
-    assert runtime.max_concurrent_streams == 3
-    bodies = [{"model": "m", "messages": [{"role": "user", "content": f"tell me about {topic}"}], "max_tokens": 12,
-               "temperature": 0, "stream": streamed} for topic, streamed in
-              [("Paris", False), ("the weather", True), ("Tokyo", False), ("maps", True), ("time", False)]]
-
-    async def post_all(url):
-        async with httpx.AsyncClient(timeout=120) as client:
-            return await asyncio.gather(*(client.post(url + "/v1/chat/completions", json=body) for body in bodies))
-
-    with live_server(app) as url:
-        together_ = asyncio.run(post_all(url))
-        one_by_one = []
-        with httpx.Client(timeout=120) as client:
-            for body in bodies:
-                one_by_one.append(client.post(url + "/v1/chat/completions", json=body))
-    assert [r.status_code for r in together_] == [200] * len(bodies)
-    assert [answer(r, b["stream"]) for r, b in zip(together_, bodies)] == [answer(r, b["stream"]) for r, b in zip(one_by_one, bodies)]
-
-
-def answer(response, streamed: bool) -> tuple:
-    """(content, function name, arguments) of a chat completion, streamed or not (deltas joined: their
-    boundaries depend on timing)."""
-    if not streamed:
-        message = response.json()["choices"][0]["message"]
-        calls = message.get("tool_calls") or [{"function": {"name": None, "arguments": ""}}]
-        return message.get("content") or "", calls[0]["function"]["name"], calls[0]["function"]["arguments"]
-    content, name, arguments = "", None, ""
-    for line in response.text.splitlines():
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        for choice in json.loads(line[6:])["choices"]:
-            delta = choice["delta"]
-            content += delta.get("content") or ""
-            for call in delta.get("tool_calls") or []:
-                name = call["function"].get("name") or name
-                arguments += call["function"].get("arguments") or ""
-    return content, name, arguments
