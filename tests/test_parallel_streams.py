@@ -82,6 +82,28 @@ def test_a_closed_stream_frees_its_slot_and_leaves_the_others_alone(model_dir):
     assert results == [generate(single, p, params) for p in BATCH_PROMPTS]
 
 
+def test_a_prompt_that_fills_the_context_ends_at_once_without_reading_it(parallel, monkeypatch):
+    decoder = parallel._parallel
+    started = RuntimeError("a stream with no budget was started")  # it would reach the stream as its error
+    monkeypatch.setattr(decoder, "_start", lambda request: (_ for _ in ()).throw(started))
+    chunks = list(decoder.stream([1] * parallel.context_length, GenerationParams(max_tokens=4)))
+    assert [(c.finish_reason, c.completion_tokens, c.text) for c in chunks] == [("length", 0, "")]
+    assert decoder._running == {}
+
+
+def test_a_failed_step_ends_the_running_streams_with_the_error_and_the_decoder_goes_on(single, model_dir, monkeypatch):
+    runtime = load_runtime(model_dir)
+    runtime.run_parallel(2)
+    decoder = runtime._parallel
+    real = decoder._step
+    monkeypatch.setattr(decoder, "_step", lambda running: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        generate(runtime, BATCH_PROMPTS[0], GenerationParams(max_tokens=8, ignore_eos=True))
+    monkeypatch.setattr(decoder, "_step", real)
+    params = GenerationParams(max_tokens=8, ignore_eos=True)
+    assert together(runtime, BATCH_PROMPTS[:2], [params] * 2) == [generate(single, p, params) for p in BATCH_PROMPTS[:2]]
+
+
 def test_the_server_batches_streams_when_asked_for_concurrency(model_dir):
     import asyncio
 

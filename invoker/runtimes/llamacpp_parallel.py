@@ -61,9 +61,6 @@ class ParallelDecoder(StreamScheduler):
 
     def _start(self, request: Request) -> None:
         request.state = self.runtime._new_sampler(request.params)
-        if request.budget < 1:
-            self._finish(request, "length")
-            return
         shared = shared_prefix(self._cached[request.slot], request.prompt_ids)
         self._forget(request.slot, shared)
         index = _read_prompt(self.context.ctx, self._batch, request.prompt_ids[shared:], sequence=request.slot,

@@ -80,7 +80,7 @@ class StreamScheduler:
     # --- what a runtime's decoder provides ------------------------------------------------------------
 
     def _start(self, request: Request) -> None:
-        """Read ``request``'s prompt and ``_emit`` its first token (or ``_finish`` it)."""
+        """Read ``request``'s prompt (its budget is at least one token) and ``_emit`` its first token."""
         raise NotImplementedError
 
     def _step(self, running: list[Request]) -> None:
@@ -102,7 +102,10 @@ class StreamScheduler:
     def _loop(self) -> None:
         while True:
             for request in self._admit():
-                self._guarded(self._start, request)
+                if request.budget < 1:  # a prompt that fills the context: nothing to generate
+                    self._finish(request, "length")
+                else:
+                    self._guarded(self._start, request)
             running = [request for request in self._running.values() if not request.cancelled.is_set()]
             if running:
                 self._guarded(self._step, running)
@@ -158,13 +161,9 @@ class StreamScheduler:
         with self._lock:
             self._release(request)
 
-    def running(self, request: Request) -> bool:
-        """Whether ``request`` still holds its slot."""
-        return self._running.get(request.slot) is request
-
     def _release(self, request: Request) -> None:
         """Free ``request``'s slot (the lock is held)."""
-        if not self.running(request):
+        if self._running.get(request.slot) is not request:
             return
         del self._running[request.slot]
         self._closed(request)

@@ -33,9 +33,6 @@ class BatchedDecoder(StreamScheduler):
     def _start(self, request: Request) -> None:
         runtime = self.runtime
         request.state = (new_sampler(request.params), request.state)  # the grammar matcher ``stream`` built
-        if request.budget < 1:
-            self._finish(request, "length")
-            return
         cache = new_cache(runtime.model)
         with torch.inference_mode():
             ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=runtime.device)
@@ -68,11 +65,11 @@ class BatchedDecoder(StreamScheduler):
                 attention_mask=self._mask.to(runtime.device),
                 position_ids=torch.tensor([[len(row.prompt_ids) + row.count - 1] for row in rows], device=runtime.device),
                 past_key_values=self._cache, use_cache=True, logits_to_keep=1).logits
-            picks = {id(row): runtime._pick(logits[index, -1], row.params, *row.state)
-                     for index, row in enumerate(rows) if row in running}
-        for row in rows:  # a stream cancelled since this step began only has its row computed
-            if id(row) in picks:
-                self._emit(row, picks[id(row)], is_eos=picks[id(row)] in runtime._eos_ids)
+            # a stream cancelled since this step began only has its row computed
+            picks = [(row, runtime._pick(logits[index, -1], row.params, *row.state))
+                     for index, row in enumerate(rows) if row in running]
+        for row, token in picks:
+            self._emit(row, token, is_eos=token in runtime._eos_ids)
 
     def _closed(self, request: Request) -> None:
         """Its row leaves the batch, and the columns no remaining row uses go too."""
