@@ -110,10 +110,14 @@ def server_run(client, *, url: str, max_tokens: int) -> Run:
     return Run(started=started, first=first, last=last, tokens=usage["completion_tokens"])
 
 
-def aggregate_rate(one, streams: int) -> float:
-    """``streams`` runs of ``one()`` started at once: all their tokens over the time to the last one's end."""
+def at_once(one, streams: int) -> list[Run]:
+    """``streams`` runs of ``one()``, started at once."""
     with concurrent.futures.ThreadPoolExecutor(streams) as pool:
-        runs = list(pool.map(lambda _: one(), range(streams)))
+        return list(pool.map(lambda _: one(), range(streams)))
+
+
+def aggregate_rate(runs: list[Run]) -> float:
+    """All the runs' tokens over the time from the first start to the last end."""
     return sum(run.tokens for run in runs) / (max(run.last for run in runs) - min(run.started for run in runs))
 
 
@@ -142,8 +146,8 @@ def alternating_runs(path: Path, *, url: str, max_tokens: int, runs: int, warmup
             for name, one in paths.items():
                 single = one()
                 measured = {"tok_s": single.rate, "first_chunk_ms": 1000 * (single.first - single.started)}
-                if streams > 1:
-                    measured |= {"one_stream_tok_s": aggregate_rate(one, 1), "streams_tok_s": aggregate_rate(one, streams)}
+                if streams > 1:  # the one-stream aggregate is this same run's, on the same measure as N streams'
+                    measured |= {"one_stream_tok_s": aggregate_rate([single]), "streams_tok_s": aggregate_rate(at_once(one, streams))}
                 if run >= warmup:
                     for key, value in measured.items():
                         figures[name].setdefault(key, []).append(value)
