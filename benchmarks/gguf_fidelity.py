@@ -29,6 +29,7 @@ from invoker.data.synth import generate_conversations
 from invoker.files import atomic_output_dir
 from invoker.prompt import render_prompt
 from invoker.runtimes import load_runtime
+from invoker.runtimes.llamacpp_cpu import open_llama
 from invoker.runtimes.llamacpp_runtime import find_gguf
 from pipelines.eval import evaluate, load_suite
 
@@ -124,10 +125,8 @@ def torch_log_probs(*, model_dir: Path, token_ids: list[list[int]]) -> list[np.n
 
 def gguf_log_probs(*, path: Path, token_ids: list[list[int]], threads: int) -> list[np.ndarray]:
     """The same from llama.cpp, on the same ids."""
-    import llama_cpp
-
-    llama = llama_cpp.Llama(model_path=str(find_gguf(path)), n_ctx=max(map(len, token_ids)),
-                            n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False)
+    llama = open_llama(find_gguf(path), n_ctx=max(map(len, token_ids)),
+                       n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False)
     result = []
     for ids in token_ids:
         llama.reset()

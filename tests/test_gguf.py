@@ -360,12 +360,14 @@ def test_gguf_tokenizer_gives_the_hf_and_sentencepiece_ids(converted, tiny_rando
 
 @pytest.mark.e2e
 def test_plain_llama_cpp_chat_renders_invokers_prompt_from_the_gguf_alone(converted, tiny_random_model):
-    """No code of ours between: llama-cpp-python picks the GGUF's chat template and tokenizes what it renders."""
-    import llama_cpp
+    """No code of ours between but the load's CPU-safety switch: llama-cpp-python picks the GGUF's chat template
+    and tokenizes what it renders."""
     from transformers import AutoTokenizer
 
+    from invoker.runtimes.llamacpp_cpu import open_llama
+
     directory, details = converted["Q8_0"]
-    llama = llama_cpp.Llama(model_path=str(directory / details["gguf"]), verbose=False)
+    llama = open_llama(directory / details["gguf"], verbose=False)
     assert llama.chat_format == "chat_template.default"
     for messages, functions in ((CONVERSATION, FUNCTIONS), (CONVERSATION[1:2], None)):
         response = llama.create_chat_completion(messages=messages, functions=functions, max_tokens=1, temperature=0)
@@ -430,3 +432,31 @@ def test_reusing_the_f16_gguf_and_the_imatrix_gives_the_same_files(tmp_path, tin
         gguf_convert.convert(source_dir=tiny_random_model, out_dir=elsewhere, variant="Q5_K_M", calibration=other,
                              progress=False, f16_gguf=f16_dir / f16["gguf"], imatrix_gguf=q4_dir / "imatrix.gguf")
     assert not list(elsewhere.glob("*.gguf"))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", ["Q8_0", "Q4_K_M"])
+def test_every_load_carries_the_decision_and_both_layouts_compute_the_same(converted, variant, monkeypatch):
+    """The real load: the runtime's llama.cpp model gets use_extra_bufts as decided, the defaults are restored
+    after, and the plain layout (the one AMX hosts get) gives the repacked layout's log-probabilities."""
+    from llama_cpp import llama_cpp as bindings
+
+    from invoker.runtimes import llamacpp_cpu, load_runtime
+
+    seen = []
+    original = bindings.llama_model_load_from_file
+
+    def spy(path, params):
+        seen.append(params.use_extra_bufts)
+        return original(path, params)
+
+    monkeypatch.setattr(bindings, "llama_model_load_from_file", spy)
+    logprobs = {}
+    for safe in (True, False):
+        monkeypatch.setattr(llamacpp_cpu, "use_extra_buffers", lambda safe=safe: safe)
+        runtime = load_runtime(converted[variant][0])
+        logprobs[safe] = runtime.logprobs(runtime.encode("What's the weather like in Boston, MA? " * 8))
+    assert seen == [True, False]
+    assert bindings.llama_model_default_params().use_extra_bufts  # llama.cpp's own default, untouched
+    np.testing.assert_allclose(logprobs[False], logprobs[True], atol=2e-2)
+    assert (logprobs[False].argmax(-1) == logprobs[True].argmax(-1)).mean() > 0.95

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
+from invoker.runtimes.llamacpp_cpu import open_llama
 from invoker.runtimes.parallel import ParallelStreams
 
 GGUF_MAGIC = b"GGUF"
@@ -69,22 +70,23 @@ class LlamaCppRuntime(ParallelStreams):
         self._batch_context: _BatchContext | None = None  # generate_batch's own context, sized by its largest call
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0) -> "LlamaCppRuntime":
+    def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0,
+             extra_buffers: bool | None = None) -> "LlamaCppRuntime":
         """Load the GGUF at ``path`` (a ``.gguf`` file or a variant dir holding one) with llama.cpp.
 
         ``n_ctx=0`` uses the model's trained context length; ``threads`` defaults to the CPUs this
         process may use. ``device="cuda"`` offloads every layer (needs a llama-cpp-python built with CUDA).
+        ``extra_buffers``: llama.cpp's repacked/AMX weight layouts, decided per machine when None
+        (``invoker.runtimes.llamacpp_cpu``).
         """
-        from llama_cpp import Llama
-
         model_path = Path(path)
         gguf_file = find_gguf(model_path)
         info = inspect_gguf(gguf_file)
         gpu_layers = _gpu_layers(device)
         threads = threads or len(os.sched_getaffinity(0))
         try:
-            llama = Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                          n_gpu_layers=gpu_layers, flash_attn=True, verbose=False)
+            llama = open_llama(gguf_file, extra_buffers=extra_buffers, n_ctx=n_ctx, n_threads=threads,
+                               n_threads_batch=threads, n_gpu_layers=gpu_layers, flash_attn=True, verbose=False)
         except ValueError as err:
             raise ValueError(f"{gguf_file}: llama.cpp could not load this GGUF ({err}); llama.cpp's log above says why") from None
         return cls(llama=llama, model_path=model_path, gguf_file=gguf_file, info=info, threads=threads, device=device)
