@@ -1,6 +1,7 @@
 """BFCL suites: the Berkeley Function Calling Leaderboard's single-turn Python categories as eval records.
 
-``bfcl:simple``, ``bfcl:multiple`` and ``bfcl:irrelevance`` read the test data the ``bfcl-eval``
+``bfcl:simple``, ``bfcl:multiple`` and ``bfcl:irrelevance`` (and their ``live_`` counterparts, whose
+train side by ``live_split`` the bundled model is trained on) read the test data the ``bfcl-eval``
 package ships (``bfcl_eval/data``, Apache-2.0), or the same files from a directory the user names
 (``bfcl:simple@/path/to/data``). Each entry becomes one record of our eval format with BFCL's
 function docs mapped to JSON Schema, and — for the categories with ground truth — an ``answers``
@@ -13,6 +14,7 @@ Rules and figures: docs/EVAL.md, section "BFCL suites".
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import re
@@ -21,13 +23,18 @@ from typing import Any
 
 from invoker.functions import FunctionSchemaError, validate_functions
 
-CATEGORIES = ("simple", "multiple", "irrelevance")
+# The non-live categories stay evaluation only; the live ones (real user-contributed functions) are
+# also training data for the bundled model, split by function set (``live_split``).
+CATEGORIES = ("simple", "multiple", "irrelevance", "live_simple", "live_multiple", "live_irrelevance")
+LIVE_CATEGORIES = tuple(category for category in CATEGORIES if category.startswith("live_"))
+LIVE_DEV_SHARE = 5  # one function set in 5 of each live category is held out ("dev"), the rest is "train"
 SUITES = tuple(f"bfcl:{category}" for category in CATEGORIES)
 INSTALL_HINT = "pip install --no-deps bfcl-eval==2026.3.23"
 # The data file of each category: BFCL_v<N>_<stem>.json, newest N first; possible answers live under
 # possible_answer/ with the same file name (irrelevance has none, by design).
-FILE_STEMS = {"simple": ("simple_python", "simple"), "multiple": ("multiple",), "irrelevance": ("irrelevance",)}
-RECORD_KINDS = {"simple": "call", "multiple": "call", "irrelevance": "no_call"}
+FILE_STEMS = {"simple": ("simple_python", "simple"), "multiple": ("multiple",), "irrelevance": ("irrelevance",),
+              "live_simple": ("live_simple",), "live_multiple": ("live_multiple",), "live_irrelevance": ("live_irrelevance",)}
+RECORD_KINDS = {category: "no_call" if category.endswith("irrelevance") else "call" for category in CATEGORIES}
 # BFCL appends this to every function description of its Python categories, for every model.
 PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
 FLOAT_HINT = " This is a float type value."
@@ -72,14 +79,27 @@ def load_bfcl_suite(category: str, *, data_dir: Path | None = None, limit: int |
     """The eval records of one BFCL category (the first ``limit`` entries, in BFCL's order)."""
     data_file = find_data_file(category, data_dir=data_dir or package_data_dir())
     entries = read_entries(data_file)[:limit]
-    answers = read_answers(data_file.parent / "possible_answer" / data_file.name) if category != "irrelevance" else {}
+    has_answers = RECORD_KINDS[category] == "call"
+    answers = read_answers(data_file.parent / "possible_answer" / data_file.name) if has_answers else {}
     records = []
     for entry in entries:
         where = f"{data_file}: entry {entry.get('id')!r}"
-        if category != "irrelevance" and entry.get("id") not in answers:
+        if has_answers and entry.get("id") not in answers:
             raise BfclDataError(f"{where}: no possible answer in possible_answer/{data_file.name}")
         records.append(bfcl_record(entry, ground_truth=answers.get(entry.get("id")), kind=RECORD_KINDS[category], where=where))
     return records
+
+
+def live_split(entry_id: str) -> str:
+    """"dev" or "train" for a live entry, by its function set: BFCL's live ids read
+    ``<category>_<index>-<function set>-<n>``, and every entry of one set lands on the same side, so
+    the dev side's functions are never trained on."""
+    category, _, numbers = entry_id.rpartition("_")
+    parts = numbers.split("-")
+    if category not in LIVE_CATEGORIES or len(parts) != 3 or not all(part.isdigit() for part in parts):
+        raise BfclDataError(f"{entry_id!r} is not a BFCL live id (<live category>_<index>-<function set>-<n>)")
+    digest = hashlib.sha256(f"{category}:{parts[1]}".encode()).digest()
+    return "dev" if int.from_bytes(digest[:8], "big") % LIVE_DEV_SHARE == 0 else "train"
 
 
 def package_data_dir() -> Path:
@@ -152,7 +172,7 @@ def bfcl_record(entry: dict, *, ground_truth: dict | None, kind: str, where: str
     if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in question[0]):
         raise BfclDataError(f"{where}: each message of the question must have a string role and content")
     docs = entry.get("function")
-    if not isinstance(docs, list) or not docs:
+    if not isinstance(docs, list) or not (docs or kind == "no_call"):  # an irrelevance entry may offer none
         raise BfclDataError(f"{where}: function must be a non-empty list of function docs")
     try:
         functions = validate_functions([json_schema_function(doc) for doc in docs])
@@ -174,6 +194,20 @@ def bfcl_record(entry: dict, *, ground_truth: dict | None, kind: str, where: str
     )
     record["answers"] = copy.deepcopy(answers)
     return record
+
+
+def satisfiable(record: dict) -> bool:
+    """Whether some call passes ``record``'s possible answers: a few live entries list no accepted value for
+    an argument, or answers with an argument the function does not have (e.g. live_multiple_964-207-0);
+    BFCL's checker fails every output there. Training skips them; the suites keep them, as BFCL does."""
+    call = record["messages"][-1].get("function_call")
+    function = next((fn for fn in record["functions"] if call and fn["name"] == call["name"]), None)
+    if function is None or "answers" not in record:
+        return False
+    properties = function["parameters"].get("properties") or {}
+    answers = record["answers"]
+    return (all(values and name in properties for name, values in answers.items())
+            and all(name in answers for name in function["parameters"].get("required") or []))
 
 
 def function_name(name: str) -> str:

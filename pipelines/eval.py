@@ -37,7 +37,8 @@ class SuiteError(ValueError):
 
 def load_suite(name: str, *, limit: int | None = None, seed: int = 0) -> list[dict]:
     """The eval records of a suite: ``synthetic`` (the generator's eval split), ``jsonl:PATH``, or
-    ``bfcl:simple|multiple|irrelevance[@DATA_DIR]`` (BFCL's data, ``pipelines/bfcl.py``).
+    ``bfcl:CATEGORY[@DATA_DIR]`` (BFCL's data, ``pipelines/bfcl.py``: simple, multiple, irrelevance and
+    their live_ counterparts).
 
     ``limit`` keeps the first ``limit`` cases; ``synthetic`` has 300 unless ``limit`` says otherwise
     (the generator is prefix-stable: n=5 gives the first 5 of n=300).

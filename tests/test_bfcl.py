@@ -16,7 +16,7 @@ import pytest
 
 from invoker.parse import parse_completion
 from invoker.runtimes import Chunk, GenerationParams
-from pipelines.bfcl import INSTALL_HINT, accepted_value, load_bfcl_suite, package_data_dir
+from pipelines.bfcl import INSTALL_HINT, accepted_value, live_split, load_bfcl_suite, package_data_dir, satisfiable
 from pipelines.eval import evaluate, load_suite
 from pipelines.metrics import score_case
 
@@ -208,7 +208,7 @@ def bfcl():
 
 
 def _bfcl_file(category: str) -> tuple[list[dict], dict]:
-    stem = {"simple": "simple_python", "multiple": "multiple", "irrelevance": "irrelevance"}[category]
+    stem = {"simple": "simple_python"}.get(category, category)
     data = package_data_dir()
     entries = [json.loads(line) for line in (data / f"BFCL_v4_{stem}.json").read_text().splitlines()]
     answers_file = data / "possible_answer" / f"BFCL_v4_{stem}.json"
@@ -216,7 +216,7 @@ def _bfcl_file(category: str) -> tuple[list[dict], dict]:
     return entries, answers
 
 
-OTHER_TYPE = {int: "7", float: "2.5", str: 12345, bool: "true", list: "a, b", dict: "a=b"}
+OTHER_TYPE = {int: "7", float: "2.5", str: 12345, bool: "true", list: "a, b", dict: "a=b", type(None): "none"}
 
 
 def _other_value(value):
@@ -229,6 +229,8 @@ def _other_value(value):
         return value + " zebra"
     if isinstance(value, list):
         return value + value[:1] if value else ["zebra"]
+    if value is None:  # a live answer may accept null
+        return "zebra"
     return {**value, "zebra": 1}
 
 
@@ -261,8 +263,10 @@ def _model_outputs(record: dict, answers: dict) -> list[tuple[str, str, dict]]:
     call = record["messages"][-1]["function_call"]
     name, minimal = call["name"], json.loads(call["arguments"])
     schema = next(fn for fn in record["functions"] if fn["name"] == name)["parameters"]
-    # every argument the answers give a value for, each at its first accepted value
-    full = {param: accepted_value(values, schema=schema["properties"][param]) for param, values in answers.items() if any(value != "" for value in values)}
+    # every argument the answers give a value for, each at its first accepted value (a required one even when that is "")
+    required = schema.get("required") or []
+    full = {param: accepted_value(values, schema=schema["properties"][param]) for param, values in answers.items()
+            if param in required or any(value != "" for value in values)}
     outputs = [("minimal", name, minimal), ("full", name, full), ("extra unknown param", name, {**full, "zz_unknown": 1})]
     for param, values in answers.items():
         prop = schema["properties"][param]
@@ -284,14 +288,19 @@ def _model_outputs(record: dict, answers: dict) -> list[tuple[str, str, dict]]:
     return outputs
 
 
-@pytest.mark.parametrize("category", ["simple", "multiple"])
+@pytest.mark.parametrize("category", ["simple", "multiple", "live_simple", "live_multiple"])
 def test_scorer_agrees_with_bfcl_ast_checker(bfcl, category):
     entries, ground_truth = _bfcl_file(category)
     records = {record["id"]: record for record in load_bfcl_suite(category)}
-    assert len(records) == len(entries) == {"simple": 400, "multiple": 200}[category]
+    assert len(records) == len(entries) == {"simple": 400, "multiple": 200, "live_simple": 258, "live_multiple": 1053}[category]
     verdicts, disagreements = Counter(), []
     for entry in entries:
         record = records[entry["id"]]
+        if not satisfiable(record):  # BFCL's checker refuses even the target it was written from
+            call = record["messages"][-1]["function_call"]
+            assert not bfcl.ast_checker(copy.deepcopy(entry["function"]), [{call["name"]: json.loads(call["arguments"])}],
+                                        ground_truth[entry["id"]], bfcl.python, category, CHECKER_MODEL)["valid"]
+            continue
         for label, name, arguments in _model_outputs(record, record["answers"]):
             decoded = json.loads(json.dumps(arguments))  # what BFCL's FC handlers hand the checker
             theirs = bfcl.ast_checker(copy.deepcopy(entry["function"]), [{name: decoded}], ground_truth[entry["id"]], bfcl.python, category, CHECKER_MODEL)["valid"]
@@ -302,8 +311,10 @@ def test_scorer_agrees_with_bfcl_ast_checker(bfcl, category):
         text = parse_completion('```{"content": "I cannot do that.", "function_call": null}```', functions=record["functions"])
         assert score_case(record, text).call_correct is False  # BFCL: no call decoded, the entry fails
     assert disagreements == []
-    # the outputs exercise both verdicts: every target is accepted, most perturbations are not
-    assert verdicts[("minimal", True)] == verdicts[("full", True)] == len(entries)
+    # the outputs exercise both verdicts: every target is accepted (but where no call can pass), most perturbations are not
+    passable = sum(map(satisfiable, records.values()))
+    assert passable == len(entries) - {"live_simple": 2, "live_multiple": 2}.get(category, 0)
+    assert verdicts[("minimal", True)] == verdicts[("full", True)] == passable
     assert sum(n for (label, valid), n in verdicts.items() if valid and label not in ("minimal", "full")) > len(entries)
     assert sum(n for (_, valid), n in verdicts.items() if not valid) > 3 * len(entries)
 
@@ -334,3 +345,13 @@ def test_relevance_agrees_with_bfcl_irrelevance_rule(bfcl):
             if ours != theirs:
                 disagreements[label] += 1
     assert disagreements == {"not Invoker's format": len(entries)}
+
+
+def test_live_entries_split_by_function_set():
+    """Every entry of one function set lands on one side, so the dev side's functions are never trained on."""
+    assert live_split("live_simple_3-2-1") == live_split("live_simple_2-2-0")
+    sides = Counter(live_split(f"live_multiple_{i}-{i}-0") for i in range(500))
+    assert 0.1 < sides["dev"] / 500 < 0.3 and sides["train"] + sides["dev"] == 500
+    for bad in ("simple_3", "live_simple_3-2", "live_unknown_1-2-3", "live_simple_a-2-3"):
+        with pytest.raises(ValueError, match="not a BFCL live id"):
+            live_split(bad)

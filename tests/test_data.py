@@ -8,6 +8,7 @@ import sys
 import types
 from collections import Counter
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -465,3 +466,32 @@ def test_hub_dataset_ids_go_through_datasets(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
     with pytest.raises(DataError, match="pip install datasets"):
         load_conversations("glaiveai/glaive-function-calling-v2")
+
+
+def test_accepted_values_survive_loading_and_bad_ones_are_named(tmp_path):
+    call = {"role": "assistant", "content": None, "function_call": {"name": "get_time", "arguments": '{"location": "Singapore"}'}}
+    record = {"id": "dev-1", "split": "eval", "kind": "call", "functions": [],
+              "messages": [{"role": "user", "content": "Time in Singapore?"}, call], "answers": {"location": ["Singapore"]}}
+    path = _write_lines(tmp_path / "dev.jsonl", [record])
+    assert load_conversations(path, split="eval")[0]["answers"] == {"location": ["Singapore"]}
+    for answers, message in (({"location": []}, "non-empty list"), ({"location": "Singapore"}, "non-empty list")):
+        with pytest.raises(DataError, match=message):
+            load_conversations(_write_lines(tmp_path / "bad.jsonl", [{**record, "answers": answers}]), split="eval")
+    text = {**record, "kind": "no_call", "messages": [record["messages"][0], {"role": "assistant", "content": "hi"}]}
+    with pytest.raises(DataError, match="only a record whose target is a function call"):
+        load_conversations(_write_lines(tmp_path / "bad.jsonl", [text]), split="eval")
+
+
+def test_the_hand_written_dev_set_scores_its_own_targets_correct():
+    """models/tiny-invoker/dev-cases.jsonl: realistic functions written by hand, never trained on."""
+    from invoker.parse import parse_completion
+    from invoker.prompt import render_assistant_turn
+    from pipelines.metrics import score_case
+
+    records = load_conversations(Path(__file__).resolve().parents[1] / "models" / "tiny-invoker" / "dev-cases.jsonl", split="eval")
+    assert len(records) == 48 and sum(r["kind"] == "call" for r in records) == 34
+    for record in records:
+        target = record["messages"][-1]
+        score = score_case(record, parse_completion(render_assistant_turn(content=target.get("content"), function_call=target.get("function_call")),
+                                                    functions=record["functions"]))
+        assert (score.call_correct if record["kind"] == "call" else score.relevance_correct), record["id"]

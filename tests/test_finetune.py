@@ -61,3 +61,30 @@ def test_the_batch_plan_is_a_prefix_of_any_longer_plan(finetune):
     long = finetune.batch_plan(lengths=lengths, batch_size=8, steps=700, seed=0)
     assert long[:300] == short  # resuming with another --steps trains on the same batches
     assert sorted(i for batch in long[:125] for i in batch) == list(range(1000))  # one epoch covers every example once
+
+
+def test_live_training_data_is_the_train_side_of_the_live_categories_only(finetune):
+    """BFCL's non-live categories are never trained on, nor any function set of the live dev side; a call's
+    target passes BFCL's own rules; an irrelevance case is answered with a decline."""
+    from invoker.data.vocabulary import PHRASES
+    from invoker.parse import parse_completion
+    from invoker.prompt import render_assistant_turn
+    from pipelines.bfcl import live_split, load_bfcl_suite
+    from pipelines.metrics import score_case
+
+    records = finetune.live_records(split="train", seed=0)
+    dev = finetune.live_records(split="dev", seed=0)
+    ids = [record["id"] for record in records]
+    assert all(record_id.startswith(("live_simple_", "live_multiple_", "live_irrelevance_")) for record_id in ids)
+    assert {live_split(record_id) for record_id in ids} == {"train"} and not set(ids) & {r["id"] for r in dev}
+    assert 0.65 < len(records) / (len(records) + len(dev)) < 0.9
+    originals = {r["id"]: r for category in ("live_simple", "live_multiple") for r in load_bfcl_suite(category)}
+    for record in records:
+        target = record["messages"][-1]
+        if record["kind"] == "no_call":
+            assert target["content"] in PHRASES["refusals_generic"]
+            continue
+        parsed = parse_completion(render_assistant_turn(content=None, function_call=target["function_call"]),
+                                  functions=record["functions"])
+        assert score_case(originals[record["id"]], parsed).call_correct, record["id"]
+    assert finetune.live_records(split="train", seed=0) == records  # seeded

@@ -162,7 +162,15 @@ def _native_record(row: dict, base_id: str, split: str, functions: list[dict], m
         raise DataError(where, f"must be one of {', '.join(KINDS)}, got {kind!r}", field="kind")
     if messages[-1]["role"] != "assistant":
         raise DataError(where, "the last message must be the target assistant turn", field=f"messages[{len(messages) - 1}].role")
-    return {"id": base_id, "split": split, "kind": kind, "functions": functions, "messages": messages}
+    record = {"id": base_id, "split": split, "kind": kind, "functions": functions, "messages": messages}
+    answers = row.get("answers")
+    if answers is not None:  # accepted values per argument, scored by BFCL's rules (pipelines.metrics)
+        if not (isinstance(answers, dict) and all(isinstance(values, list) and values for values in answers.values())):
+            raise DataError(where, "must map each argument name to a non-empty list of accepted values", field="answers")
+        if messages[-1].get("function_call") is None:
+            raise DataError(where, "only a record whose target is a function call has accepted values", field="answers")
+        record["answers"] = answers
+    return record
 
 
 # ---- OpenAI style ------------------------------------------------------------------------------

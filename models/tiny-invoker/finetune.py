@@ -42,8 +42,10 @@ import torch.nn.functional as F  # noqa: E402
 import build  # noqa: E402
 from invoker.data.augment import rename_record, vary_schemas  # noqa: E402
 from invoker.data.synth import generate_conversations  # noqa: E402
+from invoker.data.vocabulary import PHRASES  # noqa: E402
 from invoker.pretrained import cache_dir, fetch_base_gguf, load_base  # noqa: E402
 from invoker.prompt import render_prompt  # noqa: E402
+from pipelines.bfcl import LIVE_CATEGORIES, live_split, load_bfcl_suite, satisfiable  # noqa: E402
 
 IGNORE = -100
 KEEP_EVERY = 50
@@ -79,6 +81,26 @@ def training_records(*, n: int, seed: int, function_rate: float, parameter_rate:
     if schema_rate:  # its own generator: the renames above stay those of runs without it
         varied = random.Random(f"finetune-schemas:{seed}")
         records = [vary_schemas(r, varied, rate=schema_rate) for r in records]
+    return records
+
+
+def live_records(*, split: str, seed: int) -> list[dict]:
+    """BFCL's live categories (real user-contributed functions, ``pipelines/bfcl.py``) on one side of
+    ``live_split``, as conversations: a call record answers with the shortest call BFCL accepts, an
+    irrelevance record with a decline drawn from ``refusals_generic``. BFCL's non-live categories are
+    never read here: they stay evaluation."""
+    rng = random.Random(f"finetune-live:{seed}")
+    records = []
+    for category in LIVE_CATEGORIES:
+        for record in load_bfcl_suite(category):
+            if live_split(record["id"]) != split:
+                continue
+            if record["kind"] == "no_call":
+                record["messages"][-1] = {"role": "assistant", "content": rng.choice(PHRASES["refusals_generic"])}
+            elif not satisfiable(record):
+                continue
+            record.pop("answers", None)
+            records.append(record)
     return records
 
 
@@ -132,7 +154,7 @@ def learning_rate(*, step: int, total: int, peak: float, warmup: int) -> float:
 
 def training_args(args: argparse.Namespace) -> dict:
     """The arguments that shape the training run (not where it is stored or what else the command does)."""
-    return {key: value for key, value in vars(args).items() if key not in ("work", "out", "eval_only", "export")}
+    return {key: value for key, value in vars(args).items() if key not in ("work", "out", "eval_only", "export", "init_adapter")}
 
 
 def lora_model(base, *, rank: int, alpha: int, seed: int):
@@ -141,6 +163,21 @@ def lora_model(base, *, rank: int, alpha: int, seed: int):
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(TARGET_MODULES), task_type="CAUSAL_LM")
     return get_peft_model(base, config)
+
+
+def start_adapter(model, adapter: Path, *, log: dict) -> None:
+    """Start from a trained adapter's weights instead of peft's fresh ones (a fresh optimizer); the
+    log records which (its weights' sha256), since the run then depends on that adapter's own history."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from invoker.files import sha256_file
+
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"--init-adapter {adapter}: no adapter_model.safetensors there")
+    set_peft_model_state_dict(model, load_file(weights))
+    log["init_adapter"] = {"path": str(adapter), "sha256": sha256_file(weights)}
 
 
 def save_state(*, model, optimizer, step: int, log: dict, work: Path) -> None:
@@ -189,6 +226,7 @@ def train(args: argparse.Namespace) -> Path:
 
     records = training_records(n=args.n_train, seed=args.seed, function_rate=args.rename_functions,
                                parameter_rate=args.rename_parameters, schema_rate=args.vary_schemas)
+    records += live_records(split="train", seed=args.seed) * args.live_repeat
     examples = [e for e in (encode_record(r, tokenizer, max_tokens=args.max_tokens) for r in records) if e is not None]
     lengths = [len(e[0]) for e in examples]
     plan = batch_plan(lengths=lengths, batch_size=args.batch_size, steps=args.steps, seed=args.seed)
@@ -200,6 +238,8 @@ def train(args: argparse.Namespace) -> Path:
     log = {"args": training_args(args), "curve": [], "evals": [], "seconds": 0.0}
     start_step = 0
     checkpoint = latest_checkpoint(work)
+    if checkpoint is None and args.init_adapter:
+        start_adapter(model, Path(args.init_adapter), log=log)
     if checkpoint is not None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -285,6 +325,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rename-parameters", type=float, default=0.3, help="share of functions whose parameters get made-up names")
     p.add_argument("--vary-schemas", type=float, default=0.5,
                    help="share of records whose offered schemas drop unused optional parameters and are reordered")
+    p.add_argument("--live-repeat", type=int, default=0,
+                   help="times each conversation of BFCL's live categories (train side of live_split) joins the training set")
+    p.add_argument("--init-adapter", help="start from this adapter's weights (ignored when --work holds a checkpoint)")
     p.add_argument("--max-tokens", type=int, default=640)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=int, default=32)
