@@ -102,6 +102,13 @@ def live_split(entry_id: str) -> str:
     return "dev" if int.from_bytes(digest[:8], "big") % LIVE_DEV_SHARE == 0 else "train"
 
 
+def load_live_side(category: str, *, side: str, data_dir: Path | None = None) -> list[dict]:
+    """The records of one live category on one side ("train" or "dev") of ``live_split``."""
+    if category not in LIVE_CATEGORIES or side not in ("train", "dev"):
+        raise BfclDataError(f"no {side!r} side of {category!r}: live categories are {', '.join(LIVE_CATEGORIES)}, sides train and dev")
+    return [record for record in load_bfcl_suite(category, data_dir=data_dir) if live_split(record["id"]) == side]
+
+
 def package_data_dir() -> Path:
     """``bfcl_eval/data`` of the installed bfcl-eval package (located without importing it)."""
     spec = importlib.util.find_spec("bfcl_eval")

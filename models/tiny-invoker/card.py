@@ -21,21 +21,35 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 SUITES = ("synthetic", "bfcl:simple", "bfcl:multiple", "bfcl:irrelevance")
+DEV_CASES = HERE / "dev-cases.jsonl"  # hand-written realistic cases, never trained on (docs/EVAL.md)
 RATES = ("call_accuracy", "name_accuracy", "json_valid_rate", "schema_valid_rate", "relevance_accuracy")
+
+
+def suites(*, bfcl_limit: int | None) -> dict[str, tuple[list[dict], int | None]]:
+    """What the card reports, by row label: records and the limit applied (None: the whole set)."""
+    from pipelines.bfcl import LIVE_CATEGORIES, load_live_side
+    from pipelines.eval import load_suite
+
+    rows = {suite: (load_suite(suite, limit=bfcl_limit if suite.startswith("bfcl:") else None),
+                    bfcl_limit if suite.startswith("bfcl:") else None) for suite in SUITES}
+    rows["dev-cases.jsonl (hand-written)"] = (load_suite(f"jsonl:{DEV_CASES}"), None)
+    for category in LIVE_CATEGORIES:
+        records = load_live_side(category, side="dev")
+        rows[f"bfcl:{category}, dev side"] = (records[:bfcl_limit], bfcl_limit if bfcl_limit and bfcl_limit < len(records) else None)
+    return rows
 
 
 def measure(*, model_dir: Path, bfcl_limit: int | None) -> dict:
     from invoker.runtimes import load_runtime
-    from pipelines.eval import evaluate, load_suite
+    from pipelines.eval import evaluate
 
     runtime = load_runtime(model_dir)
     scores = {}
-    for suite in SUITES:
-        limit = bfcl_limit if suite.startswith("bfcl:") else None
-        summary = evaluate(runtime=runtime, records=load_suite(suite, limit=limit), progress=True)
-        scores[suite] = {key: summary[key] for key in (*RATES, "n", "n_call", "n_no_call", "wall_seconds") if key in summary}
-        scores[suite]["limit"] = limit
-        print(f"{suite}: {scores[suite]}", file=sys.stderr)
+    for label, (records, limit) in suites(bfcl_limit=bfcl_limit).items():
+        summary = evaluate(runtime=runtime, records=records, progress=True)
+        scores[label] = {key: summary[key] for key in (*RATES, "n", "n_call", "n_no_call", "wall_seconds") if key in summary}
+        scores[label]["limit"] = limit
+        print(f"{label}: {scores[label]}", file=sys.stderr)
     return scores
 
 
@@ -43,21 +57,49 @@ def rate(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def render(*, pins: dict, log: dict, scores: dict) -> str:
+def stages(log: dict) -> list[dict]:
+    """The training runs behind the adapter, oldest first: a run started from another adapter carries that
+    adapter's log (``finetune.export``)."""
+    earlier = (log.get("init_adapter") or {}).get("log")
+    return [*(stages(earlier) if earlier else []), log]
+
+
+def stage_text(index: int, log: dict) -> str:
     args = log["args"]
-    curve = "\n".join(
-        f"| {e['step']} | {e['n']} | {rate(e['call_accuracy'])} | {rate(e['name_accuracy'])} | {rate(e['json_valid_rate'])} | {rate(e['relevance_accuracy'])} |"
-        for e in log.get("evals", [])
-    )
     losses = log.get("curve", [])
     marks = [point for point in losses if point["step"] % 100 == 0] or losses[-1:]
-    loss_line = ", ".join(f"{p['step']}: {p['loss']:.3f}" for p in marks)
+    data = (f"{args['n_train']} conversations of the generator's `train` split (seed {args['seed']}), function names "
+            f"made up in {args['rename_functions']:.0%} of them and parameter names in {args['rename_parameters']:.0%} of "
+            f"functions, schemas varied per record in {args.get('vary_schemas', 0):.0%}")
+    if args.get("live_repeat"):
+        data += (f"; plus the train side of BFCL's live categories (live_simple, live_multiple, live_irrelevance: "
+                 f"real user-contributed functions, one function set in five held out), each conversation "
+                 f"{args['live_repeat']}×, a call answered with the shortest call BFCL accepts, an irrelevance case "
+                 f"with a generic decline")
+    start = (f", starting from stage {index - 1}'s adapter (sha256 `{log['init_adapter']['sha256'][:12]}…`)"
+             if log.get("init_adapter") else "")
+    resumes = "".join(f" (from step {r['step']}: " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in r["changed"].items()) + ")"
+                      for r in log.get("resumes", []))
+    return (f"**Stage {index}**{start}: {data}; conversations up to {args['max_tokens']} tokens. AdamW, batch "
+            f"{args['batch_size']}, peak learning rate {args['lr']} (warm-up {args['warmup']} steps, cosine to 10 %), "
+            f"{args['steps']} planned steps{resumes}; {losses[-1]['step'] if losses else 0} steps done in "
+            f"{log['seconds'] / 60:.0f} minutes on {args['threads']} CPU thread(s). Training loss (answer tokens) by step: "
+            + ", ".join(f"{p['step']}: {p['loss']:.3f}" for p in marks) + ".")
+
+
+def render(*, pins: dict, log: dict, scores: dict) -> str:
+    runs = stages(log)
+    evals = [(i, e) for i, run in enumerate(runs, start=1) for e in run.get("evals", [])]
+    curve = "\n".join(
+        f"| {i} | {e['step']} | {e['n']} | {rate(e['call_accuracy'])} | {rate(e['name_accuracy'])} | {rate(e['json_valid_rate'])} | {rate(e['relevance_accuracy'])} |"
+        for i, e in evals
+    )
     score_rows = "\n".join(
         f"| `{suite}` | {s['n']}{' (the first)' if s.get('limit') else ''} | {rate(s.get('call_accuracy'))} | {rate(s.get('name_accuracy'))} | "
         f"{rate(s.get('json_valid_rate'))} | {rate(s.get('relevance_accuracy'))} |"
         for suite, s in scores.items()
     )
-    steps_done = losses[-1]["step"] if losses else 0
+    first = runs[0]["args"]
     return CARD.format(
         base=pins["base"]["model"],
         wheel=f"{pins['base']['wheel']}=={pins['base']['version']}",
@@ -65,26 +107,13 @@ def render(*, pins: dict, log: dict, scores: dict) -> str:
         hidden=pins["widen"]["hidden_size"],
         heads=pins["widen"]["num_heads"],
         kv_heads=pins["widen"]["num_kv_heads"],
-        n_train=args["n_train"],
-        rename_functions=args["rename_functions"],
-        rename_parameters=args["rename_parameters"],
-        rank=args["rank"],
-        alpha=args["alpha"],
-        steps=args["steps"],
-        steps_done=steps_done,
-        batch_size=args["batch_size"],
-        lr=args["lr"],
-        warmup=args["warmup"],
-        seed=args["seed"],
-        threads=args["threads"],
-        minutes=log["seconds"] / 60,
+        rank=first["rank"],
+        alpha=first["alpha"],
         cpu=platform.processor() or platform.machine(),
-        loss_line=loss_line,
-        curve=curve or "| – | – | – | – | – |",
+        stages="\n\n".join(stage_text(i, run) for i, run in enumerate(runs, start=1)),
+        curve=curve or "| – | – | – | – | – | – |",
         scores=score_rows,
         model_sha256=pins.get("model_sha256", "–"),
-        resumes="".join(f" (from step {r['step']}: " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in r["changed"].items()) + ")"
-                        for r in log.get("resumes", [])),
     )
 
 
@@ -117,29 +146,26 @@ base's (max |Δ| 6e-5); every matrix dimension is now a multiple of 256, as in L
 k-quants apply to every tensor (no fallback types) and GPTQ/AWQ use groups of 128.
 
 ## Fine-tune
-`make tiny-invoker` (`finetune.py`, seed {seed}): LoRA (peft) r={rank}, alpha={alpha} on all seven linear layers
-of every block, at the base's own width; the adapter (`adapter/`) is merged before widening, which
-is exact. Data: {n_train} conversations of the generator's `train` split (calls, no-call cases,
-follow-ups after a function result, multi-turn), with function names replaced by made-up words in
-{rename_functions:.0%} of conversations and parameter names in {rename_parameters:.0%} of functions
-(`invoker/data/augment.py`), rendered in Invoker's prompt format with BOS (`<|endoftext|>`) first;
-loss on every assistant turn, the last followed by EOS (`<|im_end|>`). AdamW, batch {batch_size},
-peak learning rate {lr} (warm-up {warmup} steps, cosine to 10 %), bf16 autocast, {steps} planned steps{resumes};
-this checkpoint: step {steps_done}, {minutes:.0f} minutes of training on {threads} CPU thread(s) ({cpu}).
+`make tiny-invoker` (`finetune.py`): LoRA (peft) r={rank}, alpha={alpha} on all seven linear layers of every
+block, at the base's own width; the adapter (`adapter/`) is merged before widening, which is exact.
+Every conversation is rendered in Invoker's prompt format with BOS (`<|endoftext|>`) first; the loss
+is on every assistant turn, the last followed by EOS (`<|im_end|>`); bf16 autocast, on CPU ({cpu}).
+The adapter is the end of these runs:
 
-Training loss (answer tokens) by step: {loss_line}.
+{stages}
 
 Learning curve (the first N cases of the synthetic eval split, greedy):
 
-| step | N | call accuracy | name accuracy | JSON valid | relevance |
-| --- | --- | --- | --- | --- | --- |
+| stage | step | N | call accuracy | name accuracy | JSON valid | relevance |
+| --- | --- | --- | --- | --- | --- | --- |
 {curve}
 
 ## Scores
 `invoker-pack eval models/tiny-invoker --suite SUITE` (fp16 weights, fp32 compute, greedy):
 the synthetic eval split holds functions and argument values that never occur in training;
-BFCL's sets (Berkeley Function Calling Leaderboard, from the `bfcl-eval` wheel) were never seen
-in any form.
+BFCL's (Berkeley Function Calling Leaderboard, from the `bfcl-eval` wheel) simple, multiple and
+irrelevance sets were never seen in any form, nor the dev side of its live categories (function sets
+held out from the live data trained on), nor the hand-written `dev-cases.jsonl`.
 
 | suite | cases | call accuracy | name accuracy | JSON valid | relevance |
 | --- | --- | --- | --- | --- | --- |

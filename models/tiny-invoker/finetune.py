@@ -45,7 +45,7 @@ from invoker.data.synth import generate_conversations  # noqa: E402
 from invoker.data.vocabulary import PHRASES  # noqa: E402
 from invoker.pretrained import cache_dir, fetch_base_gguf, load_base  # noqa: E402
 from invoker.prompt import render_prompt  # noqa: E402
-from pipelines.bfcl import LIVE_CATEGORIES, live_split, load_bfcl_suite, satisfiable  # noqa: E402
+from pipelines.bfcl import LIVE_CATEGORIES, load_live_side, satisfiable  # noqa: E402
 
 IGNORE = -100
 KEEP_EVERY = 50
@@ -92,9 +92,7 @@ def live_records(*, split: str, seed: int) -> list[dict]:
     rng = random.Random(f"finetune-live:{seed}")
     records = []
     for category in LIVE_CATEGORIES:
-        for record in load_bfcl_suite(category):
-            if live_split(record["id"]) != split:
-                continue
+        for record in load_live_side(category, side=split):
             if record["kind"] == "no_call":
                 record["messages"][-1] = {"role": "assistant", "content": rng.choice(PHRASES["refusals_generic"])}
             elif not satisfiable(record):
@@ -289,7 +287,8 @@ def train(args: argparse.Namespace) -> Path:
 
 def export(*, work: Path, step: int, out: Path) -> Path:
     """Put checkpoint ``step``'s adapter at ``out`` and its training log (with every recorded eval,
-    in-run and ``--eval-only``) beside it as ``training_log.json``."""
+    in-run and ``--eval-only``) beside it as ``training_log.json``. A run started from another adapter
+    carries that adapter's own ``training_log.json`` (found beside it) under ``init_adapter.log``."""
     checkpoint = work / f"step-{step:05d}"
     if not checkpoint.exists():
         raise SystemExit(f"no checkpoint {checkpoint}; kept: {sorted(p.name for p in work.glob('step-*'))}")
@@ -303,6 +302,10 @@ def export(*, work: Path, step: int, out: Path) -> Path:
                 evals[record["step"]] = record
     log["evals"] = [evals[key] for key in sorted(evals)]
     log["exported_step"] = step
+    start = log.get("init_adapter")
+    previous = Path(start["path"]).parent / "training_log.json" if start else None
+    if previous is not None and "log" not in start and previous.is_file():  # the history of the adapter it started from
+        start["log"] = json.loads(previous.read_text())
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(checkpoint / "adapter", out, ignore=shutil.ignore_patterns("README.md"))  # peft's empty card template
