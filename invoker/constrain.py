@@ -44,7 +44,7 @@ from typing import Any
 
 import referencing.exceptions
 
-from invoker.json_schema import PatternTimeout, resolve_local_ref, schema_validator, validation_errors
+from invoker.json_schema import PatternTimeout, pattern_budget, resolve_local_ref, schema_validator, validation_errors
 
 ANSWER_START = '```{"content": '
 OPENING = ANSWER_START.rstrip()  # every answer's fixed opening, cut where a pre-token ends (before the space)
@@ -116,15 +116,16 @@ def answer_grammar(functions: Sequence[dict], *, choice: str = "auto", name: str
     builder = _GrammarBuilder()
     prefill = answer_prefill(choice=choice, name=name, constrained=True)
     offered = [] if choice == "none" else list(functions)
-    if choice == "function":
-        index = _function_index(offered, name=name)
-        root = f"{builder.arguments(offered[index], index=index)} {gbnf_literal(_call_end())}"
-    elif choice == "required":
-        if not offered:
-            raise ConstraintError("tool_choice", "'required' needs at least one function")
-        root = builder.named_calls(offered)
-    else:
-        root = _answer_root(builder, offered)
+    with pattern_budget():  # every enum value of every function checked against its patterns: one budget
+        if choice == "function":
+            index = _function_index(offered, name=name)
+            root = f"{builder.arguments(offered[index], index=index)} {gbnf_literal(_call_end())}"
+        elif choice == "required":
+            if not offered:
+                raise ConstraintError("tool_choice", "'required' needs at least one function")
+            root = builder.named_calls(offered)
+        else:
+            root = _answer_root(builder, offered)
     builder.define("root", root)
     unenforced = tuple(dict.fromkeys(builder.unenforced))
     return AnswerGrammar(prefill=prefill, grammar=builder.render(), unenforced=unenforced)

@@ -7,6 +7,9 @@ them (``jsonschema``'s meta-schema check, the grammar builder, argument validati
   ``MAX_SCHEMA_DEPTH`` levels (counted through ``$ref``s) — and accepts only references that are local
   JSON pointers (``#/$defs/city``) resolving to a schema inside the same ``parameters``: a URL or file
   reference is refused, never fetched;
+- ``check_pattern`` bounds every ``pattern`` and ``patternProperties`` key before any engine compiles
+  it: its length, its group nesting and its size once bounded repeats are expanded
+  (``(?:a{65535}){65535}`` would expand to 4e9 items in memory);
 - ``schema_validator`` validates with a registry that has nothing to retrieve (a reference that is not
   local fails instead of making a request) and matches ``pattern``/``patternProperties`` with the
   ``regex`` engine under a time budget, releasing the GIL (Python's ``re`` backtracks exponentially on
@@ -17,7 +20,10 @@ Limits and the reasons for them: docs/SERVER.md, "Input limits".
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +35,11 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 MAX_SCHEMA_DEPTH = 32  # subschemas nested in one function's parameters (through $refs too)
 MAX_SCHEMA_NODES = 2000  # subschemas in one function's parameters, as written
 MAX_EXPANDED_NODES = 20000  # subschemas visited when $refs are followed (a DAG of refs can fan out)
-MAX_PATTERN_SECONDS = 1.0  # time all pattern matches of one validation may take
+MAX_PATTERN_SECONDS = 1.0  # time all pattern matches of one validation (or one grammar build) may take
+MAX_PATTERN_LENGTH = 1000  # characters in one pattern or patternProperties key
+MAX_PATTERN_NESTING = 32  # groups nested in one pattern (the regex parsers recurse on them)
+MAX_PATTERN_EXPANSION = 10_000  # pattern items once bounded repeats are expanded, as regex compilers do
+COMPILED_PATTERNS = 64  # compiled patterns kept between requests (the regex module's own cache is not used)
 REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 # Keywords whose value is a schema, a list of schemas, or an object of schemas (2020-12 and draft 7).
 _SCHEMA_VALUES = frozenset({"items", "additionalItems", "additionalProperties", "unevaluatedItems",
@@ -135,6 +145,11 @@ def _written_subschemas(root: dict) -> dict[tuple[str, ...], Any]:
             raise SchemaLimitError(field_of(parts) + ".$id", "$id is accepted on the parameters schema only "
                                    "(inside, it would change what references resolve against)")
         refs.extend((parts, keyword, node[keyword]) for keyword in REF_KEYWORDS if keyword in node)
+        if isinstance(node.get("pattern"), str):
+            check_pattern(node["pattern"], path=field_of(parts) + ".pattern")
+        if isinstance(node.get("patternProperties"), dict):
+            for key in node["patternProperties"]:
+                check_pattern(key, path=field_of(parts + ("patternProperties",)) + f"[{key[:40]!r}]")
         uses_patterns = uses_patterns or "patternProperties" in node
         uses_unevaluated = uses_unevaluated or "unevaluatedProperties" in node
         stack.extend(reversed([(sub, parts + where) for where, sub in subschemas(node)]))
@@ -143,6 +158,71 @@ def _written_subschemas(root: dict) -> dict[tuple[str, ...], Any]:
     for parts, keyword, ref in refs:
         _check_ref(ref, nodes=nodes, path=f"{field_of(parts)}.{keyword}")
     return nodes
+
+
+def check_pattern(pattern: str, *, path: str) -> None:
+    """Raise ``SchemaLimitError`` for a regular expression over the limits above, or one Python's parser
+    rejects (jsonschema checks ``pattern`` with it). Parses only after the nesting is known to be shallow."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise SchemaLimitError(path, f"a pattern of {len(pattern)} characters; at most {MAX_PATTERN_LENGTH}")
+    if _group_nesting(pattern) > MAX_PATTERN_NESTING:
+        raise SchemaLimitError(path, f"groups nested more than {MAX_PATTERN_NESTING} deep")
+    import re._parser as sre_parse
+
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as error:
+        raise SchemaLimitError(path, f"not a regular expression this server supports ({error})") from None
+    if _expanded_size(parsed) > MAX_PATTERN_EXPANSION:
+        raise SchemaLimitError(path, f"its repeats expand to more than {MAX_PATTERN_EXPANSION} items; use * or + "
+                                     "instead of large {m,n} counts")
+
+
+def _group_nesting(pattern: str) -> int:
+    """The deepest nesting of ( … ) outside character classes and escapes."""
+    depth = deepest = 0
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _expanded_size(items) -> int:
+    """Items of a parsed pattern with each bounded repeat counted as its upper bound (an unbounded one
+    as its lower bound, a loop); stops counting once over the limit."""
+    import re._constants as sre
+
+    total = 0
+    for op, argument in items:
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            low, high, body = argument
+            times = high if high != sre.MAXREPEAT else max(low, 1)
+            total += times * _expanded_size(body)
+        elif op is sre.SUBPATTERN:
+            total += _expanded_size(argument[-1])
+        elif op in (sre.ATOMIC_GROUP, sre.ASSERT, sre.ASSERT_NOT) and isinstance(argument, (tuple, list)):
+            total += _expanded_size(argument[-1])
+        elif op is sre.BRANCH:
+            total += sum(_expanded_size(branch) for branch in argument[1])
+        elif op is sre.GROUPREF_EXISTS:
+            total += sum(_expanded_size(branch) for branch in argument[1:] if branch is not None)
+        else:
+            total += 1
+        if total > MAX_PATTERN_EXPANSION:
+            return total
+    return total
 
 
 def _check_ref(ref: Any, *, nodes: dict, path: str) -> None:
@@ -190,16 +270,21 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("patter
 
 def pattern_search(pattern: str, text: str) -> bool:
     """``re.search`` semantics through the ``regex`` engine, within the current validation's time budget."""
-    import regex
-
     deadline = _deadline.get()
     remaining = MAX_PATTERN_SECONDS if deadline is None else deadline - time.monotonic()
     if remaining <= 0:
         raise PatternTimeout
     try:
-        return regex.search(pattern, text, timeout=remaining, concurrent=True) is not None
+        return _compiled(pattern).search(text, timeout=remaining, concurrent=True) is not None
     except TimeoutError:
         raise PatternTimeout from None
+
+
+@functools.lru_cache(maxsize=COMPILED_PATTERNS)
+def _compiled(pattern: str):
+    import regex
+
+    return regex.compile(pattern, cache_pattern=False)
 
 
 def _pattern(validator, pattern, instance, schema):
@@ -250,11 +335,23 @@ def schema_validator(root: Any, *, schema: Any = None) -> Draft202012Validator:
     return validator if schema is None else validator.evolve(schema=schema)
 
 
-def validation_errors(validator: Draft202012Validator, instance: Any) -> list[ValidationError]:
-    """Every error of ``instance``, patterns matched within ``MAX_PATTERN_SECONDS`` in all.
-    Raises ``PatternTimeout``, ``RecursionError`` or ``referencing`` errors for the caller to report."""
-    token = _deadline.set(time.monotonic() + MAX_PATTERN_SECONDS)
+@contextlib.contextmanager
+def pattern_budget(seconds: float | None = None):
+    """All pattern matching inside the block shares one time budget (an enclosing budget, if any, wins):
+    a schema with many enum values checked against a slow pattern costs ``seconds`` in all, not per value."""
+    if _deadline.get() is not None:
+        yield
+        return
+    token = _deadline.set(time.monotonic() + (MAX_PATTERN_SECONDS if seconds is None else seconds))
     try:
-        return list(validator.iter_errors(instance))
+        yield
     finally:
         _deadline.reset(token)
+
+
+def validation_errors(validator: Draft202012Validator, instance: Any) -> list[ValidationError]:
+    """Every error of ``instance``, patterns matched within ``MAX_PATTERN_SECONDS`` in all (or within the
+    enclosing ``pattern_budget``). Raises ``PatternTimeout``, ``RecursionError`` or ``referencing`` errors
+    for the caller to report."""
+    with pattern_budget():
+        return list(validator.iter_errors(instance))

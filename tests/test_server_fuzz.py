@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
@@ -190,3 +191,67 @@ def test_hostile_requests_never_get_a_5xx_or_touch_the_network(body, arguments):
         assert response.text.rstrip().endswith("data: [DONE]") and '"server_error"' not in response.text, response.text
     else:
         assert response.json()["object"] == "chat.completion"
+
+
+# --- schema work an untrusted client can cause -----------------------------------------------------
+
+
+def one_property(schema: dict) -> dict:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "functions": [{"name": "f", "parameters": {"type": "object", "properties": {"a": schema}}}]}
+
+
+@pytest.mark.parametrize(("body", "param", "reason"), [
+    # (?:a{65535}){65535}: the regex engine would expand the repeats (23 GB before the kernel killed it)
+    (one_property({"type": "string", "enum": ["a"], "pattern": "(?:a{65535}){65535}"}),
+     "functions[0].parameters.properties.a.pattern", "expand to more than"),
+    (one_property({"type": "string", "enum": ["a"], "pattern": "(?:a{5000}){300}"}),
+     "functions[0].parameters.properties.a.pattern", "expand to more than"),
+    # nested groups: Python's regex parser recursed past its limit inside jsonschema's format check (a 500)
+    (one_property({"type": "string", "pattern": "(" * 300 + "a" + ")" * 300}),
+     "functions[0].parameters.properties.a.pattern", "nested more than"),
+    ({**one_property({"type": "string"}), "functions": [{"name": "f", "parameters": {
+        "type": "object", "patternProperties": {"(" * 300 + "a" + ")" * 300: {"type": "string"}}}}]},
+     "functions[0].parameters.patternProperties", "nested more than"),
+    (one_property({"type": "string", "pattern": "a" * 1001}), "functions[0].parameters.properties.a.pattern", "1001 characters"),
+    (one_property({"type": "string", "pattern": "(unclosed"}), "functions[0].parameters.properties.a.pattern", "not a regular expression"),
+])
+def test_hostile_patterns_are_refused_before_any_engine_compiles_them(body, param, reason):
+    response = HOSTILE.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"].startswith(param) and reason in error["message"] and error["code"], error
+
+
+def test_enum_values_share_one_pattern_budget(monkeypatch):
+    """^(a|a)*$ against 15 enum values like "aaaa…!": once the budget is spent, no further match starts
+    (it was 1 s per value: 5 values took 5.3 s), and the values are kept, unjudged."""
+    from invoker import json_schema
+    from invoker.constrain import answer_grammar
+    from invoker.functions import validate_functions
+
+    started = []
+    compiled = json_schema._compiled
+
+    class Counting:
+        def __init__(self, pattern):
+            self.pattern = compiled(pattern)
+
+        def search(self, text, **options):
+            started.append(text)
+            return self.pattern.search(text, **options)
+
+    monkeypatch.setattr(json_schema, "_compiled", Counting)
+    monkeypatch.setattr(json_schema, "MAX_PATTERN_SECONDS", 0.05)
+    values = ["a" * (26 + i) + "!" for i in range(15)]
+    functions = validate_functions(one_property({"type": "string", "pattern": "^(a|a)*$", "enum": values})["functions"])
+    grammar = answer_grammar(functions, choice="function", name="f").grammar
+    assert len(started) == 1 and all(value in grammar for value in values)
+
+
+def test_compiled_patterns_are_not_kept_unbounded():
+    from invoker.json_schema import COMPILED_PATTERNS, _compiled, pattern_search
+
+    for n in range(COMPILED_PATTERNS + 40):
+        assert pattern_search(f"^x{n}$", f"x{n}")
+    assert _compiled.cache_info().currsize <= COMPILED_PATTERNS
