@@ -157,7 +157,23 @@ def _written_subschemas(root: dict) -> dict[tuple[str, ...], Any]:
         raise SchemaLimitError("", "unevaluatedProperties together with patternProperties is not supported")
     for parts, keyword, ref in refs:
         _check_ref(ref, nodes=nodes, path=f"{field_of(parts)}.{keyword}")
+    _check_ref_cycles(nodes)
     return nodes
+
+
+def _check_ref_cycles(nodes: dict[tuple[str, ...], Any]) -> None:
+    """Refuse a chain of ``$ref``s that comes back to where it started without descending into any
+    subschema (``a: {$ref: #/$defs/a}``, a↔b): a validator or a grammar would follow it forever."""
+    target = {parts: ref_pointer(node["$ref"]) for parts, node in nodes.items()
+              if isinstance(node, dict) and isinstance(node.get("$ref"), str)}
+    for start in target:
+        chain, at = [start], target[start]
+        while at in target and at not in chain:
+            chain.append(at)
+            at = target[at]
+        if at == start:
+            shown = " → ".join("#" + "".join(f"/{part}" for part in parts) for parts in [*chain, start])
+            raise SchemaLimitError(field_of(start) + ".$ref", f"a $ref cycle that never reaches a schema: {shown}")
 
 
 def check_pattern(pattern: str, *, path: str) -> None:

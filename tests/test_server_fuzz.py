@@ -215,6 +215,15 @@ def one_property(schema: dict) -> dict:
      "functions[0].parameters.patternProperties", "nested more than"),
     (one_property({"type": "string", "pattern": "a" * 1001}), "functions[0].parameters.properties.a.pattern", "1001 characters"),
     (one_property({"type": "string", "pattern": "(unclosed"}), "functions[0].parameters.properties.a.pattern", "not a regular expression"),
+    # $ref chains that never reach a schema: llama.cpp refused the left-recursive grammar, with param and code null
+    ({**one_property({"$ref": "#/$defs/a"}), "functions": [{"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"$ref": "#/$defs/a"}}}}]},
+     "functions[0].parameters.$defs.a.$ref", "#/$defs/a → #/$defs/a"),
+    ({**one_property({"$ref": "#/$defs/a"}), "functions": [{"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}}}]},
+     "functions[0].parameters.$defs.a.$ref", "#/$defs/a → #/$defs/b → #/$defs/a"),
+    ({**one_property({}), "functions": [{"name": "f", "parameters": {"type": "object", "$ref": "#"}}]},
+     "functions[0].parameters.$ref", "a $ref cycle"),
 ])
 def test_hostile_patterns_are_refused_before_any_engine_compiles_them(body, param, reason):
     response = HOSTILE.post("/v1/chat/completions", json=body)
