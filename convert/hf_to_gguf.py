@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from invoker.files import sha256_file
+from invoker.registry_files import RegistryFileError, pip_download
 
 CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
 FETCH_ARGS = "-m convert.gguf --fetch-converter"  # run with the environment's python: .venv/bin/python -m convert.gguf ...
@@ -70,14 +71,10 @@ def installed_version(package: str) -> str:
 
 
 def download_sdist(*, version: str, into: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
-               "--retries", "2", "--timeout", "30", f"llama-cpp-python=={version}", "-d", str(into)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    sdists = sorted(into.glob("llama_cpp_python-*.tar.gz"))
-    if done.returncode != 0 or not sdists:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
-        raise RuntimeError(f"pip download failed ({' | '.join(tail) or 'no sdist'})")
-    return sdists[0]
+    try:
+        return pip_download(f"llama-cpp-python=={version}", dest=into, sdist=True)
+    except RegistryFileError as error:
+        raise RuntimeError(str(error)) from None
 
 
 def extract_converter(*, sdist: Path, version: str, into: Path) -> None:

