@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 DEFAULT_TEMPERATURE = 0.5  # the original Invoker server's default, kept
 MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 256  # one stop string (it is matched against every streamed chunk)
 
 
 def _integral(value: Any) -> Any:
@@ -22,7 +23,7 @@ def _integral(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_integral)]
-StopString = Annotated[str, Field(min_length=1)]
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
 class _Lenient(BaseModel):

@@ -252,6 +252,8 @@ def test_stop_strings_cut_the_answer():
     ("n", 1.5, "n"),
     ("stop", ["a", "b", "c", "d", "e"], "stop"),
     ("stop", [""], "stop[0]"),
+    ("stop", ["x" * 257], "stop[0]"),
+    ("stop", "x" * 900_000, "stop"),
     ("seed", "x", "seed"),
     ("stream", "yes", "stream"),
     ("presence_penalty", 1.0, "presence_penalty"),
