@@ -21,7 +21,10 @@ import torch
 
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, RowText, generate
 from invoker.runtimes.parallel import ParallelStreams
+from invoker.runtimes.transformers_decoding import new_cache, new_sampler
+from invoker.runtimes.transformers_parallel import BatchedDecoder
 from invoker.tokenizer import token_bytes_table
+
 
 class TransformersRuntime(ParallelStreams):
     runtime = "transformers"
@@ -90,8 +93,6 @@ class TransformersRuntime(ParallelStreams):
 
     def _decoder(self, slots: int):
         """``slots`` streams decoded as one batch (``invoker.runtimes.transformers_parallel``)."""
-        from invoker.runtimes.transformers_parallel import BatchedDecoder
-
         return BatchedDecoder(self, slots=slots)
 
     def _encode(self, text: str) -> list[int]:
@@ -198,22 +199,6 @@ class TransformersRuntime(ParallelStreams):
         if grammar is not None:
             grammar.accept(token)
         return token
-
-
-def new_sampler(params: GenerationParams) -> torch.Generator:
-    """A request's random generator: seeded by ``params.seed``, else from the OS."""
-    sampler = torch.Generator(device="cpu")
-    if params.seed is None:
-        sampler.seed()
-    else:
-        sampler.manual_seed(params.seed)
-    return sampler
-
-
-def new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
