@@ -91,6 +91,10 @@ class FormatSpec:
         return importlib.import_module(self.converter)
 
     def variant_settings(self, variant: str) -> VariantSettings:
+        if self.converter is None:  # the baseline: the source checkpoint, in fp16, the reference of every comparison
+            if variant != self.name:
+                raise ValueError(f"{self.name} has no variants but itself, got {variant!r}")
+            return BASELINE_SETTINGS
         return self.module().variant_settings(variant)
 
     def repo_name(self, *, model: str, variant: str) -> str:
@@ -104,6 +108,7 @@ class FormatSpec:
         return self.repo_names[name].format(variant=variant) if name in self.repo_names else name
 
 
+BASELINE_SETTINGS = VariantSettings(bits_per_weight=16.0, calibrates=False, comparison=True)  # never released
 BASELINE = FormatSpec(
     name="fp16",
     title="fp16",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convert.calibration import CalibrationSpec
-from convert.formats import FORMATS, FormatSpec
+from convert.formats import BASELINE, FORMATS, FormatSpec, get
 
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "calibrations", "convert", "eval", "bench",
@@ -63,11 +63,21 @@ class VariantSpec:
 
     @property
     def dir_name(self) -> str:
+        if self.format == BASELINE.name:
+            return BASELINE.name
         return f"{self.format}-{self.variant}" + (f"@{self.calibration_set}" if self.calibration_set else "")
 
     @property
     def spec(self) -> FormatSpec:
-        return FORMATS[self.format]
+        return get(self.format)
+
+
+def baseline_variant() -> VariantSpec:
+    """fp16, the source itself, as a variant: what the gate compares with (its own settings in ``convert.formats``;
+    a reference, never released)."""
+    settings = BASELINE.variant_settings(BASELINE.name)
+    return VariantSpec(format=BASELINE.name, variant=BASELINE.name, bits_per_weight=settings.bits_per_weight,
+                       calibrates=settings.calibrates, release=not settings.comparison)
 
 
 @dataclass(frozen=True)
