@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from invoker.formats import get as get_format, is_companion
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
 from invoker.runtimes.llamacpp_batch import BatchContext, decode, fill, read_prompt, shared_prefix
 from invoker.runtimes.llamacpp_cpu import open_llama
@@ -30,7 +31,7 @@ from invoker.runtimes.llamacpp_parallel import ParallelDecoder
 from invoker.runtimes.parallel import ParallelStreams
 
 GGUF_MAGIC = b"GGUF"
-IMATRIX_PREFIX = "imatrix"  # imatrix.gguf beside a quant, imatrix-<TYPE>.gguf in a release repo
+GGUF = get_format("gguf")  # imatrix*.gguf beside a quant (imatrix-<TYPE>.gguf in a release repo) is not a model
 GREEDY_SCAN = 64  # greedy under a grammar: candidates checked one by one before masking the whole vocabulary
 
 
@@ -52,7 +53,8 @@ class GGUFInfo:
 
 class LlamaCppRuntime(ParallelStreams):
     runtime = "llama.cpp"
-    format = "gguf"
+    packages = ("llama-cpp-python", "gguf", "numpy")  # what it computes with: their versions go into bench results
+    format = GGUF.name
 
     def __init__(self, *, llama, model_path: Path, gguf_file: Path, info: GGUFInfo, threads: int, device: str) -> None:
         import llama_cpp
@@ -381,7 +383,7 @@ def find_gguf(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise ValueError(f"{path}: no such GGUF file or directory")
-    candidates = sorted(p for p in path.glob("*.gguf") if not p.name.startswith((IMATRIX_PREFIX, ".")))
+    candidates = sorted(p for p in path.glob(f"*{GGUF.suffix}") if not is_companion(p.name) and not p.name.startswith("."))
     if len(candidates) != 1:
         found = ", ".join(p.name for p in candidates) or "none"
         raise ValueError(f"{path}: expected exactly one model .gguf file, found {found}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from invoker.formats import ModelFormatError, checkpoint_format
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, RowText, generate
 from invoker.runtimes.parallel import ParallelStreams
 from invoker.runtimes.transformers_decoding import new_cache, new_sampler
@@ -28,6 +29,7 @@ from invoker.tokenizer import token_bytes_table
 
 class TransformersRuntime(ParallelStreams):
     runtime = "transformers"
+    packages = ("torch", "transformers", "numpy")  # what it computes with: their versions go into bench results
 
     def __init__(self, *, model, tokenizer, model_path: Path, format: str, device: torch.device) -> None:
         self.model = model
@@ -229,9 +231,10 @@ def _check_device(device: str) -> torch.device:
 
 
 def _checkpoint_format(model_path: Path) -> str:
-    """``gptq``/``awq``/``ct`` from config.json's quantization_config, else ``fp16`` (an unquantized checkpoint)."""
-    from invoker.runtimes import QUANT_METHODS
-
+    """The format ``config.json`` declares (``invoker.formats.checkpoint_format``); a quantization method no format
+    declares, as transformers names it."""
     config = json.loads((model_path / "config.json").read_text())
-    method = (config.get("quantization_config") or {}).get("quant_method")
-    return QUANT_METHODS.get(str(method).lower(), str(method).lower()) if method else "fp16"
+    try:
+        return checkpoint_format(config)
+    except ModelFormatError:
+        return str(config["quantization_config"]["quant_method"]).lower()
