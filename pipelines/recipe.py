@@ -56,6 +56,7 @@ class VariantSpec:
     calibrates: bool  # its conversion uses a calibration set
     release: bool = True  # False: built and evaluated to compare with, never published (``compare_only``)
     calibration_set: str | None = None  # a name of ``[calibrations.<name>]``; None: ``[calibration]``
+    ablation_of: str | None = None  # the variant this one ablates (GGUF: Q4_K_M-noimatrix -> Q4_K_M)
 
     @property
     def name(self) -> str:
@@ -293,7 +294,7 @@ def parse_variant(value: object, *, key: str, sets: tuple[str, ...] = ()) -> Var
             raise RecipeError(f"{key}: {value} uses no calibration set, so '@{calibration_set}' means nothing")
     return VariantSpec(format=fmt, variant=variant, bits_per_weight=settings.bits_per_weight,
                        calibrates=settings.calibrates, release=not settings.comparison and not calibration_set,
-                       calibration_set=calibration_set or None)
+                       calibration_set=calibration_set or None, ablation_of=settings.ablation_of)
 
 
 def parse_compare_only(value: object, *, variants: tuple[VariantSpec, ...]) -> tuple[VariantSpec, ...]:

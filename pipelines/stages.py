@@ -538,7 +538,7 @@ def stage_report(ws: Workspace, log: RunLog) -> None:
     if not ws.due(report):
         log.line("report: up to date")
         return
-    rows = write_report(out_dir=ws.out_dir)
+    rows = write_report(out_dir=ws.out_dir, variants=ws.targets)
     report.record_done()
     log.line(f"report: {ws.out_dir / 'report.md'}, report.json, accuracy_vs_size.png "
              f"({len(rows)} variants) in {time.perf_counter() - started:.1f} s")
