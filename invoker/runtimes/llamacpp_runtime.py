@@ -425,6 +425,27 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     )
 
 
+def gguf_special_tokens(path: Path) -> tuple[str | None, str | None]:
+    """(BOS, EOS) as the GGUF's tokenizer metadata names them (None where it says none, or BOS is not added);
+    a ``ValueError`` when the file is not a readable GGUF."""
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception as err:  # the reader raises whatever numpy/struct raise on a cut or garbled file
+        raise ValueError(f"{path}: not a readable GGUF ({type(err).__name__}: {err})") from None
+    if "tokenizer.ggml.tokens" not in fields:
+        return None, None
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+
+    def token(key: str) -> str | None:
+        index = _field(fields, key)
+        return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else None
+
+    add_bos = _field(fields, "tokenizer.ggml.add_bos_token")
+    return (None if add_bos is False else token("tokenizer.ggml.bos_token_id")), token("tokenizer.ggml.eos_token_id")
+
+
 def _field(fields, key: str):
     return fields[key].contents() if key in fields else None
 
