@@ -27,24 +27,11 @@ from convert._packing import QuantizedLinear, pack_awq
 from convert.calibration import CalibrationSet
 from convert.architectures import ScaleGroup
 from convert.checkpoint import LayerRunner
-from convert.formats import FormatSpec, VariantSettings, register
+from convert.formats import FORMATS, VariantSettings
 from invoker.manifest import tool_versions
 
 METHOD = "AWQ (Lin et al. 2023), invoker-pack's layer-by-layer torch implementation of AutoAWQ's recipe"
-SPEC = register(FormatSpec(
-    name="awq",
-    title="AWQ",
-    converter=__name__,
-    converts_on_cuda=True,
-    tool_packages=("torch", "transformers", "safetensors"),
-    variants=("4bit-g128", "4bit-g64", "4bit-g32"),
-    repo_suffix="AWQ",
-    default_variant="4bit-g128",
-    card_tags=("awq", "4-bit"),
-    card_library="transformers",
-    snippets=("transformers", "vllm", "serve"),
-    install="gptqmodel",
-))
+SPEC = FORMATS["awq"]  # its entry: convert/formats/awq.py
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants
 GRID = 20  # scale ratios α = 0, 1/20, ..., 19/20 (AutoAWQ's n_grid)

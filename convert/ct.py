@@ -25,23 +25,10 @@ import torch
 from convert import _int4
 from convert._packing import QuantizedLinear
 from convert.calibration import CalibrationSet
-from convert.formats import FormatSpec, VariantSettings, register
+from convert.formats import FORMATS, VariantSettings
 from convert.gptq import write_checkpoint
 
-SPEC = register(FormatSpec(
-    name="ct",
-    title="compressed-tensors",
-    converter=__name__,
-    converts_on_cuda=True,
-    tool_packages=("torch", "transformers", "safetensors", "compressed-tensors"),
-    variants=("w4a16-g128", "w4a16-g64", "w4a16-g32"),
-    repo_suffix="W4A16",
-    default_variant="w4a16-g128",
-    card_tags=("compressed-tensors", "4-bit", "gptq"),
-    card_library="transformers",
-    snippets=("transformers", "vllm", "serve"),
-    install="compressed-tensors",
-))
+SPEC = FORMATS["ct"]  # its entry: convert/formats/ct.py
 METHOD = "GPTQ (Frantar et al. 2022), invoker-pack's solver; packed by compressed-tensors"
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants

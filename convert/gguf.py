@@ -25,28 +25,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from types import MappingProxyType
 
 from convert.calibration import CalibrationSet
 from convert.checkpoint import read_llama_config
-from convert.formats import FormatSpec, VariantSettings, register
+from convert.formats import FORMATS, VariantSettings
 from convert.hf_to_gguf import converter_provenance, fetch_converter, run_converter
 from convert.imatrix import IMATRIX_NAME, Imatrix, calibration_label, compute_imatrix, read_imatrix, write_imatrix
 
-SPEC = register(FormatSpec(
-    name="gguf",
-    title="GGUF",
-    converter=__name__,
-    tool_packages=("llama-cpp-python", "gguf", "torch", "transformers", "sentencepiece", "numpy"),
-    variants=("F16", "Q8_0", "Q5_K_M", "Q4_K_M"),
-    shared_base=True,
-    repo_suffix="GGUF",
-    recommended=("Q4_K_M", "Q5_K_M", "Q8_0", "F16"),
-    repo_names=MappingProxyType({"Modelfile": "Modelfile.{variant}", "imatrix.gguf": "imatrix-{variant}.gguf"}),
-    card_tags=("gguf", "llama.cpp", "ollama"),
-    card_library="gguf",
-    snippets=("llama-cpp-python", "llama-server", "ollama", "serve"),
-))
+SPEC = FORMATS["gguf"]  # its entry: convert/formats/gguf.py
 VARIANTS = SPEC.variants
 TOOL_PACKAGES = SPEC.tool_packages
 NO_IMATRIX_SUFFIX = "-noimatrix"

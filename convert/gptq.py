@@ -25,24 +25,11 @@ from convert import _int4
 from convert._packing import QuantizedLinear, pack_gptq
 from convert.calibration import CalibrationSet
 from convert.checkpoint import LayerRunner
-from convert.formats import FormatSpec, VariantSettings, register
+from convert.formats import FORMATS, VariantSettings
 from invoker.manifest import tool_versions
 
 METHOD = "GPTQ (Frantar et al. 2022), invoker-pack's layer-by-layer torch implementation"
-SPEC = register(FormatSpec(
-    name="gptq",
-    title="GPTQ",
-    converter=__name__,
-    converts_on_cuda=True,
-    tool_packages=("torch", "transformers", "safetensors"),
-    variants=("4bit-g128", "4bit-g128-actorder", "4bit-g64", "4bit-g64-actorder", "4bit-g32", "4bit-g32-actorder"),
-    repo_suffix="GPTQ",
-    default_variant="4bit-g128",
-    card_tags=("gptq", "4-bit"),
-    card_library="transformers",
-    snippets=("transformers", "vllm", "serve"),
-    install="gptqmodel optimum",
-))
+SPEC = FORMATS["gptq"]  # its entry: convert/formats/gptq.py
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants
 DAMP_PERCENT = 0.01  # of the mean of diag(H), added to the diagonal (the paper's and AutoGPTQ's default)

@@ -9,6 +9,8 @@
    the typed variant, the manifest and the format registry.
 5. The layers point one way: invoker imports neither convert nor pipelines nor serve_minimal; convert imports
    neither pipelines nor serve_minimal.
+6. At run time too, publishing and reporting import no converter module (nor torch): the registry gives them a
+   format's entry from its data module.
 """
 
 from __future__ import annotations
@@ -137,9 +139,9 @@ def test_no_private_name_is_imported_from_another_module():
                 continue
             private = [part for part in [*target.split(".")[len(resolved.split(".")):], *(name and [name] or [])]
                        if part.startswith("_") and not part.startswith("__")]
-            if resolved.rpartition(".")[2].startswith("_") and not resolved.endswith("__init__") \
-                    and resolved.rpartition(".")[0] != module.rpartition(".")[0]:
-                private.append(resolved)  # a private module of another package
+            package = resolved.rpartition(".")[0]
+            if resolved.rpartition(".")[2].startswith("_") and not module.startswith(package + "."):
+                private.append(resolved)  # a private module, used outside its package (subpackages included)
             if private:
                 found.append(f"{path.relative_to(ROOT)}:{line}: {', '.join(private)} from {resolved}")
     assert found == [], "private names imported across modules:\n" + "\n".join(found)
@@ -173,3 +175,30 @@ def test_the_checks_find_what_they_look_for():
     assert (parallel, "ParallelDecoder", 2) in imports(runtime, tree)
     tree = ast.parse("from . import base\nfrom .base import _x\n")
     assert imports(runtime, tree) == [("invoker.runtimes.base", None, 1), ("invoker.runtimes.base", "_x", 2)]
+
+
+def test_publishing_and_reporting_import_no_converter_at_run_time(tmp_path):
+    """What the static check cannot see: the registry imports a format's module (data) to publish it, never its
+    converter, and nothing on the way imports torch."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+from pathlib import Path
+from hub_stub import make_release
+out = make_release(Path({str(tmp_path)!r}) / "out", source_dir=Path({str(ROOT / "models" / "tiny-invoker")!r}))
+before = set(sys.modules)
+from pipelines.publish import publish
+from pipelines.report import write_report
+publish(out_dir=out, namespace="t", dry_run=Path({str(tmp_path)!r}) / "release", log=lambda _: None, warn=lambda _: None)
+write_report(out_dir=out)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+    env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = json.loads(done.stdout.strip().splitlines()[-1])
+    converters = [m for m in imported if m.startswith("convert.") and not m.startswith("convert.formats")]
+    assert converters == [] and "torch" not in imported, converters

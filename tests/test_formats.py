@@ -12,9 +12,10 @@ from convert.formats import BASELINE, FORMATS, VariantSettings, get
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_ARGUMENTS = {"source_dir", "out_dir", "variant", "calibration", "progress", "model_name", "shared_dir"}
-# Where a format may be named by a string literal: the one list (invoker/formats.py), each format's own converter,
+# Where a format may be named by a string literal: the one list (invoker/formats.py), the formats' own modules
+# (convert/formats/<name>.py) and converters,
 # the runtimes.
-MAY_NAME_FORMATS = ("invoker/formats.py", "invoker/runtimes/",
+MAY_NAME_FORMATS = ("invoker/formats.py", "invoker/runtimes/", "convert/formats/",
                     *(spec.converter.replace(".", "/") + ".py" for spec in FORMATS.values()))
 
 
@@ -28,10 +29,11 @@ def test_one_list_of_formats_each_loaded_by_a_runtime():
         assert name in formats_of(artifact.runtime)
     for spec in FORMATS.values():
         assert spec.artifact is ARTIFACTS[spec.name] and spec.runtime == spec.artifact.runtime
-        assert spec.module().SPEC is spec  # declared where it is defined
+        assert spec.module().SPEC is spec  # the converter reads the entry its format module declares
     assert get(BASELINE.name) is BASELINE
-    with pytest.raises(ValueError, match=r"unknown format 'onnx'; valid: gguf, gptq, awq, ct$"):
+    with pytest.raises(ValueError, match=rf"unknown format 'onnx'; valid: {', '.join(FORMATS)}$") as raised:
         get("onnx")
+    assert all(name in str(raised.value) for name in ("gguf", "gptq", "awq", "ct"))  # every shipped format
 
 
 @pytest.mark.parametrize("name", list(FORMATS))

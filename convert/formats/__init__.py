@@ -1,15 +1,16 @@
 """The format registry: one ``FormatSpec`` per quantization format, and the protocol its converter module follows.
 
-Each format declares itself where it is defined: its converter module ``convert/<name>.py`` registers its
-``FormatSpec`` (``FORMAT = register(FormatSpec(…))``: its variants, tool versions, shared base, Hub repo,
-the model card's tags, library and usage snippets), on top of the one line ``invoker.formats`` holds for it
-(how its artifacts are recognised and which runtime loads them; ``FormatSpec.artifact``). ``FORMATS`` lists
-the formats of ``invoker.formats`` and finds each one's entry in ``convert/<name>.py``. Everything outside
-the converter that depends on the format reads it from here. Adding a format is one converter module and
-one line in ``invoker.formats`` (a runtime too only if no runtime of ``invoker.runtimes`` loads it yet;
+Each format declares itself where it is defined: its module ``convert/formats/<name>.py`` registers its
+``FormatSpec`` (``SPEC = register(FormatSpec(…))``: its converter module, variants, tool versions, shared base,
+Hub repo, the model card's tags, library and usage snippets), on top of the one line ``invoker.formats`` holds
+for it (how its artifacts are recognised and which runtime loads them; ``FormatSpec.artifact``). ``FORMATS``
+lists the formats of ``invoker.formats`` and finds each one's entry in ``convert/formats/<name>.py``. Everything
+outside the converter that depends on the format reads it from here. Adding a format is one module and one
+line in ``invoker.formats`` (a runtime too only if no runtime of ``invoker.runtimes`` loads it yet;
 docs/FORMATS.md).
 
-This module imports nothing heavy: a converter module is imported when its entry is first asked for.
+This package imports nothing heavy: a format's module is data; its converter module is imported when a
+variant is parsed or built (``FormatSpec.module``), never to publish or report.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ _REGISTERED: dict[str, FormatSpec] = {}
 
 
 def register(spec: FormatSpec) -> FormatSpec:
-    """Called by a converter module with its own entry, where it is defined (``FORMAT = register(FormatSpec(…))``)."""
+    """Called by a format's module with its entry, where it is defined (``SPEC = register(FormatSpec(…))``)."""
     if spec.name not in ARTIFACTS or spec.name == BASELINE.name:
         raise ValueError(f"{spec.converter}: format {spec.name!r} is not declared in invoker.formats (one line there: "
                          "how its artifacts are recognised and which runtime loads them)")
@@ -144,8 +145,8 @@ def register(spec: FormatSpec) -> FormatSpec:
 
 
 class _Registry(Mapping):
-    """Every format but the baseline, in ``invoker.formats``' order; a format's entry is its converter module's
-    ``FormatSpec`` (``convert/<name>.py``), imported the first time the entry is asked for."""
+    """Every format but the baseline, in ``invoker.formats``' order; a format's entry is what its module
+    ``convert/formats/<name>.py`` registers, imported the first time the entry is asked for."""
 
     def __iter__(self):
         return (name for name in ARTIFACTS if name != BASELINE.name)
@@ -160,9 +161,9 @@ class _Registry(Mapping):
         if name not in self:
             raise KeyError(name)
         if name not in _REGISTERED:
-            importlib.import_module(f"{__package__}.{name}")  # registers its entry
+            importlib.import_module(f"{__name__}.{name}")  # convert/formats/<name>.py registers its entry
             if name not in _REGISTERED:
-                raise LookupError(f"{__package__}/{name}.py does not register a FormatSpec named {name!r}")
+                raise LookupError(f"convert/formats/{name}.py does not register a FormatSpec named {name!r}")
         return _REGISTERED[name]
 
 
