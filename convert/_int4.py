@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
+from convert.architectures import Architecture, architecture_of
 from convert.calibration import CalibrationSet
 from convert.checkpoint import CheckpointReader, read_llama_config, walk_layers
 from convert.formats import VariantSettings
 
-NORM_NAMES = ("input_layernorm", "post_attention_layernorm")
-OUTSIDE_LAYERS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")  # kept in fp16
 TOKENIZER_FILES = (
     "tokenizer.model",
     "tokenizer.json",
@@ -128,20 +127,20 @@ def pick_device(device: str) -> torch.device:
     return torch_device
 
 
-def norm_tensors(*, layer, index: int) -> dict[str, torch.Tensor]:
+def norm_tensors(*, layer, index: int, architecture: Architecture) -> dict[str, torch.Tensor]:
     """A layer's RMSNorm weights, fp16, under their checkpoint names."""
-    return {f"model.layers.{index}.{name}.weight": layer.get_submodule(name).weight.detach().to("cpu", torch.float16)
-            for name in NORM_NAMES}
+    return {architecture.layer_tensor(index, name): layer.get_submodule(name).weight.detach().to("cpu", torch.float16)
+            for name in architecture.norms}
 
 
-def outside_layer_tensors(*, weights: CheckpointReader) -> dict[str, torch.Tensor]:
+def outside_layer_tensors(*, weights: CheckpointReader, architecture: Architecture) -> dict[str, torch.Tensor]:
     """Embeddings, final norm and ``lm_head`` (when not tied), unquantized in fp16."""
     tensors = {}
-    for name in OUTSIDE_LAYERS:
+    for name in architecture.outside_layers:
         try:
             tensors[name] = weights.tensor(name).to(torch.float16)
         except ValueError:  # no such tensor: lm_head tied to the embeddings
-            if name != "lm_head.weight":
+            if name != architecture.lm_head:
                 raise
     return tensors
 
@@ -194,18 +193,20 @@ def quantize_layers(
     and the hidden states the next layer calibrates on; the layer's shard is written (with its norms as they
     are afterwards) before the next layer is read. Last, the tensors outside the layers."""
     writer = ShardWriter(out_dir)
+    _, config = read_llama_config(source_dir)
+    architecture = architecture_of(config)
 
     def quantize_and_write(*, layer, index, hidden, runner):
         packed, hidden = quantize_layer(layer=layer, index=index, hidden=hidden, runner=runner)
-        tensors = norm_tensors(layer=layer, index=index)
+        tensors = norm_tensors(layer=layer, index=index, architecture=architecture)
         for name, values in packed.items():
-            tensors.update({f"model.layers.{index}.{name}.{key}": value for key, value in values.items()})
+            tensors.update({architecture.layer_tensor(index, name, key): value for key, value in values.items()})
         writer.write(tensors)
         return hidden
 
     weights = walk_layers(source_dir=source_dir, samples=samples, device=device, on_layer=quantize_and_write,
                           desc=desc, progress=progress)
-    writer.write(outside_layer_tensors(weights=weights))
+    writer.write(outside_layer_tensors(weights=weights, architecture=architecture))
     writer.finish()
 
 

@@ -18,7 +18,6 @@ the files follow the AWQ GEMM layout transformers and vLLM read (``convert._pack
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,12 +25,13 @@ import torch
 from convert import _int4
 from convert._packing import QuantizedLinear, pack_awq
 from convert.calibration import CalibrationSet
-from convert.checkpoint import LINEAR_NAMES, LayerRunner
+from convert.architectures import ScaleGroup
+from convert.checkpoint import LayerRunner
 from convert.formats import FORMATS, VariantSettings
 from invoker.manifest import tool_versions
 
 METHOD = "AWQ (Lin et al. 2023), invoker-pack's layer-by-layer torch implementation of AutoAWQ's recipe"
-SPEC = FORMATS["awq"]
+SPEC = FORMATS["awq"]  # its entry: convert/formats/awq.py
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants
 GRID = 20  # scale ratios α = 0, 1/20, ..., 19/20 (AutoAWQ's n_grid)
@@ -42,25 +42,7 @@ MAX_TOKENS = 65536  # calibration tokens AWQ uses (AutoAWQ's 128 x 512): activat
 # conversion (~45 s per layer of the bundled model over 16k tokens), so it is scored on the leading samples
 # up to this many tokens (AutoAWQ scores on all it captured); every sample still flows through every layer.
 SEARCH_TOKENS = 4096
-NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # clipping q/k distorts attention scores (AutoAWQ skips them)
-
-
-@dataclass(frozen=True)
-class ScaleGroup:
-    """Linears that read one input, the op whose output that input is (it absorbs ``1/s``), and the
-    module whose output the scale search scores."""
-
-    previous: str
-    linears: tuple[str, ...]
-    inspect: str
-
-
-SCALE_GROUPS = (
-    ScaleGroup(previous="input_layernorm", linears=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), inspect="self_attn"),
-    ScaleGroup(previous="self_attn.v_proj", linears=("self_attn.o_proj",), inspect="self_attn.o_proj"),
-    ScaleGroup(previous="post_attention_layernorm", linears=("mlp.gate_proj", "mlp.up_proj"), inspect="mlp"),
-    ScaleGroup(previous="mlp.up_proj", linears=("mlp.down_proj",), inspect="mlp.down_proj"),
-)
+# What is scaled together, what is never clipped: the architecture's map (convert.architectures: scale_groups, no_clip).
 
 
 def variant_settings(variant: str) -> VariantSettings:
@@ -138,7 +120,7 @@ def within_budget(samples: list, *, max_tokens: int) -> list:
 
 def capture_features(*, layer, hidden: list[torch.Tensor], runner: LayerRunner) -> dict[str, list[torch.Tensor]]:
     """Per sample, the inputs (float32 ``[tokens, features]``, CPU) of each scale group's linears."""
-    names = tuple(group.linears[0] for group in SCALE_GROUPS)  # in execution order
+    names = tuple(group.linears[0] for group in runner.architecture.scale_groups)  # in execution order
     features: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     runner.capture_inputs(layer, hidden, module_names=names, consume=lambda name, x: features[name].append(x.cpu()))
     return features
@@ -149,7 +131,8 @@ def quantize_layer(*, layer, features: dict[str, list[torch.Tensor]], runner: La
 
     The layer's norms and weights are changed in place (scaled, clipped); the quantized linears come back.
     """
-    groups = [g for g in SCALE_GROUPS if _can_scale(layer, g)]
+    architecture = runner.architecture
+    groups = [g for g in architecture.scale_groups if _can_scale(layer, g)]
     scales = {g.previous: search_scale(layer=layer, group=g, inputs=within_budget(features[g.linears[0]], max_tokens=SEARCH_TOKENS),
                                        runner=runner, group_size=group_size)
               for g in groups}
@@ -157,10 +140,10 @@ def quantize_layer(*, layer, features: dict[str, list[torch.Tensor]], runner: La
         apply_scale(layer=layer, group=g, scale=scales[g.previous])
         features[g.linears[0]] = [x / scales[g.previous].to(x.device) for x in features[g.linears[0]]]
     quantized = {}
-    inputs_of = {name: features[g.linears[0]] for g in SCALE_GROUPS for name in g.linears}
-    for name in LINEAR_NAMES:
+    inputs_of = {name: features[g.linears[0]] for g in architecture.scale_groups for name in g.linears}
+    for name in architecture.linears:
         module = layer.get_submodule(name)
-        if name not in NO_CLIP:
+        if name not in architecture.no_clip:
             limit = search_clip(weight=module.weight.data, inputs=inputs_of[name], group_size=group_size)
             module.weight.data = clip(module.weight.data, limit=limit, group_size=group_size)
         quantized[name] = quantize_asymmetric(module.weight.data, group_size=group_size)
@@ -169,9 +152,9 @@ def quantize_layer(*, layer, features: dict[str, list[torch.Tensor]], runner: La
 
 def _can_scale(layer, group: ScaleGroup) -> bool:
     """v_proj -> o_proj only when their shapes match (no grouped-query attention), as AutoAWQ does."""
-    if group.previous != "self_attn.v_proj":
+    if not group.same_shape:
         return True
-    return layer.get_submodule("self_attn.v_proj").weight.shape == layer.get_submodule("self_attn.o_proj").weight.shape
+    return layer.get_submodule(group.previous).weight.shape == layer.get_submodule(group.linears[0]).weight.shape
 
 
 def search_scale(*, layer, group: ScaleGroup, inputs: list[torch.Tensor], runner: LayerRunner, group_size: int) -> torch.Tensor:
@@ -214,7 +197,7 @@ def _inspect_outputs(*, layer, group: ScaleGroup, inputs: list[torch.Tensor], ru
     with torch.inference_mode():
         for x in inputs:
             x = x.to(runner.device).unsqueeze(0)
-            if group.inspect == "self_attn":
+            if group.inspect == runner.architecture.attention:
                 outputs.append(module(hidden_states=x, **runner.attention_inputs(x))[0])
             else:
                 outputs.append(module(x))

@@ -1,4 +1,4 @@
-"""Streaming a Llama checkpoint one decoder layer at a time: the walk the importance matrix, GPTQ and AWQ share.
+"""Streaming a Llama-shaped checkpoint one decoder layer at a time: the walk the importance matrix, GPTQ and AWQ share.
 
 The converters never build the model. Calibration samples are embedded once (float32, on the CPU);
 then ``walk_layers`` reads each decoder layer's weights from the safetensors (or .bin) shards when its
@@ -6,7 +6,8 @@ turn comes (``CheckpointReader``: each read maps and unmaps its shard), hands th
 states to a callback — which measures it (the imatrix), quantizes it (GPTQ, AWQ), and returns the
 hidden states the next layer sees — and drops it. Peak memory is one layer (float32) plus the
 calibration activations, whatever the depth. ``LayerRunner`` runs a layer (or part of it) over the
-samples with the causal mask and rotary embeddings transformers' Llama uses.
+samples with the causal mask and rotary embeddings transformers' Llama uses. Tensor and module names come from
+the source's entry in ``convert.architectures``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,8 @@ from pathlib import Path
 
 import torch
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
-LINEAR_NAMES = (  # a decoder layer's linears, in execution order
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
+from convert.architectures import Architecture, architecture_of, load_class
+
 
 
 def read_llama_config(source_dir: Path) -> tuple[Path, dict]:
@@ -41,10 +34,10 @@ def read_llama_config(source_dir: Path) -> tuple[Path, dict]:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{config_path}: not readable JSON ({err})") from None
-    architectures = config.get("architectures") or []
-    if not any(arch in SUPPORTED_ARCHITECTURES for arch in architectures):
-        raise ValueError(f"{config_path}: architectures {architectures} is not a Llama decoder "
-                         f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    try:
+        architecture_of(config)
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from None
     return config_path, config
 
 
@@ -102,19 +95,18 @@ def model_config(source_dir: Path):
 
 def load_decoder_layer(*, config, index: int, weights: CheckpointReader, device):
     """Decoder layer ``index`` with its checkpoint weights, in float32 on ``device`` (built on meta, then assigned)."""
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
+    architecture = architecture_of(config)
     with torch.device("meta"):
-        layer = LlamaDecoderLayer(config, layer_idx=index)
-    prefix = f"model.layers.{index}."
+        layer = load_class(architecture.decoder_layer)(config, layer_idx=index)
+    prefix = architecture.layer_prefix(index)
     state = {name: weights.tensor(prefix + name).to(device, torch.float32) for name in layer.state_dict()}
     layer.load_state_dict(state, assign=True, strict=True)
     return layer.eval()
 
 
-def embed_samples(*, weights: CheckpointReader, samples: list[list[int]]) -> list[torch.Tensor]:
+def embed_samples(*, weights: CheckpointReader, samples: list[list[int]], architecture: Architecture) -> list[torch.Tensor]:
     """Each sample's input embeddings, float32 ``[1, tokens, hidden]`` on the CPU."""
-    table = weights.tensor("model.embed_tokens.weight")
+    table = weights.tensor(architecture.embed_tokens)
     vocab = table.shape[0]
     for number, ids in enumerate(samples):
         if max(ids) >= vocab or min(ids) < 0:
@@ -129,11 +121,10 @@ class LayerRunner:
     """
 
     def __init__(self, *, config, device: torch.device) -> None:
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
         self.config = config
+        self.architecture = architecture_of(config)  # the layer's layout, for the algorithms that run it
         self.device = device
-        self.rotary = LlamaRotaryEmbedding(config=config).to(device)
+        self.rotary = load_class(self.architecture.rotary_embedding)(config=config).to(device)
 
     def attention_inputs(self, states: torch.Tensor) -> dict:
         """Causal mask, positions and rotary embeddings for one sample (what a layer's forward needs besides states)."""
@@ -210,8 +201,8 @@ def walk_layers(*, source_dir: Path, samples: list[list[int]], device: torch.dev
 
     config = model_config(source_dir)
     weights = CheckpointReader(source_dir)
-    hidden = embed_samples(weights=weights, samples=samples)
     runner = LayerRunner(config=config, device=device)
+    hidden = embed_samples(weights=weights, samples=samples, architecture=runner.architecture)
     for index in tqdm(range(config.num_hidden_layers), desc=desc, unit="layer", disable=not progress, file=sys.stderr):
         layer = load_decoder_layer(config=config, index=index, weights=weights, device=device)
         hidden = on_layer(layer=layer, index=index, hidden=hidden, runner=runner)

@@ -28,7 +28,7 @@ from convert.calibration import CalibrationSet
 from convert.formats import FORMATS, VariantSettings
 from convert.gptq import write_checkpoint
 
-SPEC = FORMATS["ct"]
+SPEC = FORMATS["ct"]  # its entry: convert/formats/ct.py
 METHOD = "GPTQ (Frantar et al. 2022), invoker-pack's solver; packed by compressed-tensors"
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants

@@ -32,7 +32,7 @@ from convert.formats import FORMATS, VariantSettings
 from convert.hf_to_gguf import converter_provenance, fetch_converter, run_converter
 from convert.imatrix import IMATRIX_NAME, Imatrix, calibration_label, compute_imatrix, read_imatrix, write_imatrix
 
-SPEC = FORMATS["gguf"]
+SPEC = FORMATS["gguf"]  # its entry: convert/formats/gguf.py
 VARIANTS = SPEC.variants
 TOOL_PACKAGES = SPEC.tool_packages
 NO_IMATRIX_SUFFIX = "-noimatrix"

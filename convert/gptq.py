@@ -29,19 +29,12 @@ from convert.formats import FORMATS, VariantSettings
 from invoker.manifest import tool_versions
 
 METHOD = "GPTQ (Frantar et al. 2022), invoker-pack's layer-by-layer torch implementation"
-SPEC = FORMATS["gptq"]
+SPEC = FORMATS["gptq"]  # its entry: convert/formats/gptq.py
 TOOL_PACKAGES = SPEC.tool_packages
 VARIANTS = SPEC.variants
 DAMP_PERCENT = 0.01  # of the mean of diag(H), added to the diagonal (the paper's and AutoGPTQ's default)
 MAX_DAMP_PERCENT = 1.0  # damping grows tenfold until the Cholesky factorization succeeds, up to this
 BLOCK_COLUMNS = 128  # lazy-batch width (rounded up to a whole number of groups)
-# Sub-layers that read the same input are calibrated together; each group sees the quantized ones before it.
-SEQUENTIAL_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    ("self_attn.o_proj",),
-    ("mlp.gate_proj", "mlp.up_proj"),
-    ("mlp.down_proj",),
-)
 
 
 @dataclass(frozen=True)
@@ -90,7 +83,7 @@ def write_checkpoint(*, source_dir: Path, out_dir: Path, settings: _int4.Variant
 
     def quantize_and_pack(*, layer, index, hidden, runner):
         results = quantize_layer(layer=layer, hidden=hidden, runner=runner, settings=settings)
-        damping.update({f"model.layers.{index}.{name}": result.damp_percent
+        damping.update({runner.architecture.layer_prefix(index) + name: result.damp_percent
                         for name, result in results.items() if result.damp_percent != DAMP_PERCENT})
         hidden = runner.forward(layer, hidden)  # the next layer calibrates on this quantized layer's outputs
         return {name: pack(result.quantized) for name, result in results.items()}, hidden
@@ -128,9 +121,11 @@ def quantization_config(settings: _int4.Variant) -> dict:
 
 
 def quantize_layer(*, layer, hidden: list[torch.Tensor], runner: LayerRunner, settings: _int4.Variant) -> dict[str, GptqResult]:
-    """GPTQ every linear of one decoder layer, group by group; the layer's weights become the quantized ones."""
+    """GPTQ every linear of one decoder layer, group by group (sub-layers that read the same input, as the
+    architecture's map lists them: each group sees the quantized ones before it); the layer's weights become the
+    quantized ones."""
     results = {}
-    for group in SEQUENTIAL_GROUPS:
+    for group in runner.architecture.sequential:
         hessian = collect_hessian(layer=layer, hidden=hidden, runner=runner, module_name=group[0])
         for name in group:
             module = layer.get_submodule(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.architectures import Architecture
 from convert.calibration import CalibrationSet
 
 IMATRIX_NAME = "imatrix.gguf"
@@ -46,20 +47,21 @@ def compute_imatrix(*, source_dir: Path, calibration: CalibrationSet, device: st
     """
     import torch
 
-    from convert.checkpoint import LINEAR_NAMES, walk_layers
+    from convert.checkpoint import walk_layers
 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
     def on_layer(*, layer, index, hidden, runner):
-        names = gguf_weight_names(n_layers=runner.config.num_hidden_layers)
+        architecture = runner.architecture
+        names = gguf_weight_names(n_layers=runner.config.num_hidden_layers, architecture=architecture)
 
         def accumulate(module_name: str, inputs: torch.Tensor) -> None:
-            name = names[f"model.layers.{index}.{module_name}.weight"]
+            name = names[architecture.layer_tensor(index, module_name)]
             sums[name] = sums.get(name, 0) + inputs.pow(2).sum(0, dtype=torch.float64)
             counts[name] = counts.get(name, 0) + inputs.shape[0]
 
-        return runner.forward(layer, hidden, observe=accumulate, module_names=LINEAR_NAMES)
+        return runner.forward(layer, hidden, observe=accumulate, module_names=architecture.linears)
 
     walk_layers(source_dir=Path(source_dir), samples=[list(ids) for ids in calibration.input_ids],
                 device=torch.device(device), on_layer=on_layer, desc="imatrix", progress=progress)
@@ -71,17 +73,15 @@ def compute_imatrix(*, source_dir: Path, calibration: CalibrationSet, device: st
     )
 
 
-def gguf_weight_names(*, n_layers: int) -> dict[str, str]:
-    """HF weight name -> GGUF tensor name for a Llama's block linears, from gguf's maintained tensor map."""
+def gguf_weight_names(*, n_layers: int, architecture: Architecture) -> dict[str, str]:
+    """HF weight name -> GGUF tensor name for the block linears, from gguf's maintained tensor map."""
     import gguf
 
-    from convert.checkpoint import LINEAR_NAMES
-
-    tensor_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    tensor_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[architecture.gguf_arch], n_layers)
     names = {}
     for index in range(n_layers):
-        for module in LINEAR_NAMES:
-            hf_name = f"model.layers.{index}.{module}.weight"
+        for module in architecture.linears:
+            hf_name = architecture.layer_tensor(index, module)
             gguf_name = tensor_map.get_name(hf_name, try_suffixes=(".weight",))
             if gguf_name is None:
                 raise RuntimeError(f"gguf's tensor map has no name for {hf_name}")

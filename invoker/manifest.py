@@ -16,12 +16,10 @@ from importlib import metadata
 from pathlib import Path
 
 from invoker.files import sha256_file, sha256_text, write_json_atomic
-from invoker.runtimes import FORMATS  # a manifest's format is one a runtime loads
+from invoker.formats import ARTIFACTS, HF_WEIGHT_SUFFIXES, is_weight_file  # a manifest's format is a registered one
 
 MANIFEST_NAME = "manifest.json"
 REQUIRED_KEYS = ("format", "variant", "source", "calibration", "tools", "files", "eval", "bench", "verified", "gate")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
-NOT_WEIGHTS = ("imatrix.gguf",)  # kept beside the weights but not weights: llama.cpp's importance matrix
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -32,9 +30,10 @@ class ManifestError(ValueError):
 def sha256_weights(model_dir: str | Path) -> str:
     """One sha256 over a checkpoint's weight files: sha256 of ``"<name> <sha256>\\n"`` lines, names sorted."""
     root = Path(model_dir)
-    weights = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    weights = sorted(p for p in root.iterdir() if p.is_file() and is_weight_file(p.name))
     if not weights:
-        raise ManifestError(f"{root}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash")
+        suffixes = [*HF_WEIGHT_SUFFIXES, *(a.suffix for a in ARTIFACTS.values() if a.suffix)]
+        raise ManifestError(f"{root}: no weight files ({', '.join(suffixes)}) to hash")
     return sha256_text("".join(f"{p.name} {sha256_file(p)}\n" for p in weights))
 
 
@@ -52,8 +51,8 @@ def tool_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
 def validate_manifest(manifest: dict) -> list[str]:
     """Contract problems of a manifest dict, as ``"<key>: <problem>"`` strings ([] when valid)."""
     problems = [f"{key}: missing" for key in REQUIRED_KEYS if key not in manifest]
-    if "format" in manifest and manifest["format"] not in FORMATS:
-        problems.append(f"format: {manifest['format']!r} is not one of {', '.join(FORMATS)}")
+    if "format" in manifest and manifest["format"] not in ARTIFACTS:
+        problems.append(f"format: {manifest['format']!r} is not one of {', '.join(ARTIFACTS)}")
     for key in ("verified", "release"):
         if key in manifest and not isinstance(manifest[key], bool):
             problems.append(f"{key}: must be true or false")
@@ -213,7 +212,7 @@ class Manifest:
     @property
     def weight_files(self) -> list[str]:
         """The model's weights: ``*.safetensors``, ``*.bin``, the model ``.gguf`` (not what merely sits beside them)."""
-        return [name for name in self.files if Path(name).suffix in WEIGHT_SUFFIXES and Path(name).name not in NOT_WEIGHTS]
+        return [name for name in self.files if is_weight_file(name)]
 
     @property
     def weight_bytes(self) -> int:

@@ -31,7 +31,6 @@ DEFAULT_GEN_TOKENS = 128
 DEFAULT_RUNS = 5
 DEFAULT_WARMUP = 1
 BANDWIDTH_BUFFER_BYTES = 256 << 20
-VERSION_PACKAGES = ("torch", "transformers", "llama-cpp-python", "gguf", "numpy")
 
 
 def bench(
@@ -79,7 +78,7 @@ def bench(
         "time_to_first_token_s": round(prompt_seconds, 4),
         "samples": samples,
         "hardware": hardware(),
-        "versions": library_versions(),
+        "versions": library_versions(runtime),
     }
     decode_bytes = getattr(getattr(runtime, "info", None), "decode_bytes", None)  # a runtime that knows it (llama.cpp)
     if decode_bytes:
@@ -215,7 +214,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def library_versions() -> dict:
+def library_versions(runtime: Runtime) -> dict:
+    """Python's version and those of the packages the runtime computes with (its own ``packages``)."""
     from invoker.manifest import tool_versions
 
-    return {"python": platform.python_version(), **tool_versions(VERSION_PACKAGES)}
+    return {"python": platform.python_version(), **tool_versions(getattr(runtime, "packages", ()))}

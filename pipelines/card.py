@@ -15,6 +15,7 @@ from pathlib import Path
 
 from convert.formats import BASELINE
 from invoker.examples import GET_TIME, GET_TIME_QUESTION
+from invoker.formats import file_format
 from invoker.manifest import Manifest
 from invoker.prompt import render_assistant_turn, render_prompt
 from pipelines.release import Release, ReleaseVariant, RepoPlan, pipeline_version
@@ -30,6 +31,7 @@ def render_card(*, release: Release, plan: RepoPlan, plans: list[RepoPlan], base
     """The README.md of ``plan``'s repo; raises ``ValueError`` if the result would not validate."""
     from huggingface_hub import ModelCard
 
+    bos, eos = special_tokens(plan.recommended)  # the artifact's own, never assumed
     card = ModelCard.from_template(
         card_data(plan=plan, base_model=base_model, license_id=license_id, namespace=plan.repo_id.split("/")[0]),
         template_path=str(TEMPLATE),
@@ -44,7 +46,9 @@ def render_card(*, release: Release, plan: RepoPlan, plans: list[RepoPlan], base
         suite=release.gated_suite,
         plot=release.plot is not None,
         prompt_example=render_prompt(GET_TIME_QUESTION, functions=[GET_TIME]),
-        output_example=" " + render_assistant_turn(content=None, function_call=EXAMPLE_CALL) + "</s>",
+        output_example=" " + render_assistant_turn(content=None, function_call=EXAMPLE_CALL) + (eos or ""),
+        bos=bos,
+        eos=eos,
         calibrations=calibration_sections(plan=plan),
         provenance=provenance(plan=plan),
         files=[{"name": f.path_in_repo, "size": human_bytes(f.bytes), "sha256": f.sha256} for f in plan.files],
@@ -92,6 +96,34 @@ def validate_card(text: str) -> list[str]:
     if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
         problems.append("tags: must be a non-empty list of strings")
     return problems
+
+
+def special_tokens(variant: ReleaseVariant) -> tuple[str | None, str | None]:
+    """(BOS, EOS) of the artifact the card describes: its ``tokenizer_config.json`` (``bos_token``, ``eos_token``,
+    ``add_bos_token``), else its GGUF's tokenizer metadata; None for what it does not say (the card then names the
+    token by its role only)."""
+    config = variant.path / "tokenizer_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        bos = None if data.get("add_bos_token") is False else token_text(data.get("bos_token"))
+        return bos, token_text(data.get("eos_token"))
+    gguf = next((variant.path / name for name in variant.manifest.weight_files if file_format(Path(name)) is not None
+                 and (variant.path / name).is_file()), None)
+    if gguf is not None:
+        from invoker.runtimes.llamacpp_runtime import gguf_special_tokens
+
+        try:
+            return gguf_special_tokens(gguf)
+        except ValueError:
+            return None, None
+    return None, None
+
+
+def token_text(token) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string, or ``{"content": …}``."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) and token else None
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -294,8 +294,9 @@ def add_quantize_command(commands) -> None:
 
     parser = commands.add_parser(
         "quantize",
-        help="build, evaluate, benchmark and gate every variant of a recipe, then write the report",
-        description="Run a recipe's stages (prepare, calibrate, convert, eval, bench, gate, report) into "
+        help="build, evaluate, measure, benchmark and gate every variant of a recipe, then write the report",
+        description="Run a recipe's stages (prepare, calibrate, <format>-base, convert, eval, fidelity, bench, gate, "
+        "report) into "
         "out/<model>/; finished stages whose inputs are unchanged are skipped (docs/PIPELINE.md).",
     )
     parser.add_argument("--recipe", type=Path, default=Path("pipelines/recipes/tiny-invoker.toml"), metavar="PATH",

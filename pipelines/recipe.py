@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convert.calibration import CalibrationSpec
-from convert.formats import FORMATS, FormatSpec
+from convert.formats import BASELINE, FORMATS, FormatSpec, get
 
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL_KEYS = ("name", "source", "variants", "compare_only", "calibration", "calibrations", "convert", "eval", "bench",
@@ -56,6 +56,7 @@ class VariantSpec:
     calibrates: bool  # its conversion uses a calibration set
     release: bool = True  # False: built and evaluated to compare with, never published (``compare_only``)
     calibration_set: str | None = None  # a name of ``[calibrations.<name>]``; None: ``[calibration]``
+    ablation_of: str | None = None  # the variant this one ablates (GGUF: Q4_K_M-noimatrix -> Q4_K_M)
 
     @property
     def name(self) -> str:
@@ -63,11 +64,21 @@ class VariantSpec:
 
     @property
     def dir_name(self) -> str:
+        if self.format == BASELINE.name:
+            return BASELINE.name
         return f"{self.format}-{self.variant}" + (f"@{self.calibration_set}" if self.calibration_set else "")
 
     @property
     def spec(self) -> FormatSpec:
-        return FORMATS[self.format]
+        return get(self.format)
+
+
+def baseline_variant() -> VariantSpec:
+    """fp16, the source itself, as a variant: what the gate compares with (its own settings in ``convert.formats``;
+    a reference, never released)."""
+    settings = BASELINE.variant_settings(BASELINE.name)
+    return VariantSpec(format=BASELINE.name, variant=BASELINE.name, bits_per_weight=settings.bits_per_weight,
+                       calibrates=settings.calibrates, release=not settings.comparison)
 
 
 @dataclass(frozen=True)
@@ -283,7 +294,7 @@ def parse_variant(value: object, *, key: str, sets: tuple[str, ...] = ()) -> Var
             raise RecipeError(f"{key}: {value} uses no calibration set, so '@{calibration_set}' means nothing")
     return VariantSpec(format=fmt, variant=variant, bits_per_weight=settings.bits_per_weight,
                        calibrates=settings.calibrates, release=not settings.comparison and not calibration_set,
-                       calibration_set=calibration_set or None)
+                       calibration_set=calibration_set or None, ablation_of=settings.ablation_of)
 
 
 def parse_compare_only(value: object, *, variants: tuple[VariantSpec, ...]) -> tuple[VariantSpec, ...]:

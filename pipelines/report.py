@@ -14,13 +14,18 @@ at their real cost).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from convert.formats import BASELINE
 from invoker.files import atomic_file, write_json_atomic, write_text_atomic
 from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest
 from pipelines.metrics import paired_outcomes
 from pipelines.stats import paired_comparison
+
+if TYPE_CHECKING:
+    from pipelines.recipe import VariantSpec
 
 REPORT_FILES = ("report.md", "report.json", "accuracy_vs_size.png")
 METRICS = ("call_accuracy", "name_accuracy", "json_valid_rate", "schema_valid_rate", "relevance_accuracy", "output_valid_rate")
@@ -80,12 +85,14 @@ def bench_entry(result: dict) -> dict:
             "cpu": (result.get("hardware") or {}).get("cpu")}
 
 
-def write_report(*, out_dir: Path, suite: str | None = None) -> dict[str, dict]:
-    """Write report.json, report.md and accuracy_vs_size.png into ``out_dir``; returns the rows."""
+def write_report(*, out_dir: Path, suite: str | None = None, variants: Iterable[VariantSpec] = ()) -> dict[str, dict]:
+    """Write report.json, report.md and accuracy_vs_size.png into ``out_dir``; returns the rows. ``variants``: the
+    run's typed variants, whose ``ablation_of`` sets an ablation beside what it ablates ("Calibration")."""
     out_dir = Path(out_dir)
     rows = report_rows(out_dir=out_dir, suite=suite)
     write_json_atomic(out_dir / "report.json", rows)
-    write_text_atomic(out_dir / "report.md", render_markdown(rows, model=out_dir.name))
+    ablations = {v.dir_name: v.ablation_of for v in variants}
+    write_text_atomic(out_dir / "report.md", render_markdown(rows, model=out_dir.name, ablations=ablations))
     plot_accuracy_vs_size(rows, path=out_dir / "accuracy_vs_size.png", model=out_dir.name)
     return rows
 
@@ -119,7 +126,7 @@ def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
-def render_markdown(rows: dict[str, dict], *, model: str) -> str:
+def render_markdown(rows: dict[str, dict], *, model: str, ablations: Mapping[str, str | None] | None = None) -> str:
     header, cells = table_cells(rows)
     first = next(iter(rows.values()), {})
     lines = [f"# {model}: quantized variants", ""]
@@ -137,7 +144,7 @@ def render_markdown(rows: dict[str, dict], *, model: str) -> str:
                   "brackets) per suite:", ""]
         lines += _table_lines(["variant", *others], [[name, *(suite_cell(row["eval"].get(suite) or {}) for suite in others)]
                                                      for name, row in rows.items()])
-    groups = calibration_groups(rows)
+    groups = calibration_groups(rows, ablations=ablations or {})
     if groups:
         lines += ["", "## Calibration", "", "The same quantization calibrated on different data: `default` is the recipe's "
                   "`[calibration]` (for the shipped recipes: function calls in Invoker's own prompt format), a name is "
@@ -217,17 +224,16 @@ def draw_accuracy_vs_size(rows: dict[str, dict], *, model: str):
     return figure
 
 
-def calibration_groups(rows: dict[str, dict]) -> dict[str, dict[str, dict]]:
+def calibration_groups(rows: dict[str, dict], *, ablations: Mapping[str, str | None]) -> dict[str, dict[str, dict]]:
     """Rows of the same quantization that differ only in calibration data: ``{"gguf:Q4_K_M": {"default": row,
     "generic": row, "none": row}}`` — a ``@<set>`` variant, and a format's ablation without calibration
-    (``VariantSettings.ablation_of``) beside the variant it ablates; quantizations with one row are left out."""
-    from convert.formats import FORMATS
-
+    (``ablations``: dir name -> the variant it ablates, from the typed variants) beside the variant it ablates;
+    quantizations with one row are left out."""
     groups: dict[str, dict[str, dict]] = {}
-    for row in rows.values():
-        if row["format"] not in FORMATS:
+    for name, row in rows.items():
+        if name == BASELINE.name:
             continue
-        ablated = FORMATS[row["format"]].variant_settings(row["variant"]).ablation_of
+        ablated = ablations.get(name)
         label = "none" if ablated else row["calibration_set"] or "default"
         groups.setdefault(f"{row['format']}:{ablated or row['variant']}", {})[label] = row
     return {base: group for base, group in groups.items() if len(group) > 1}

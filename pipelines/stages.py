@@ -15,108 +15,31 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
-from tqdm import tqdm
-
 from convert.calibration import CalibrationSet, CalibrationSpec
-from convert.formats import BASELINE, FORMATS, FormatSpec
+from convert.formats import BASELINE, FORMATS
 from invoker.files import atomic_output_dir, describe_files, link_or_copy, sha256_file, write_json_atomic
 from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_weights, tool_versions, write_manifest
 from pipelines.cluster import RayCluster, ray_cluster
-from pipelines.recipe import BenchSettings, Recipe, VariantSpec
+from pipelines.recipe import BenchSettings, GateSettings, Recipe, VariantSpec
 from pipelines.steps import (
     STATE_DIR,
     RunLog,
-    Step,
     exclusive_run,
     file_stats,
     listed_files,
     manifest_fields,
     remove_stale_temps,
-    run_jobs,
     step,
 )
+from pipelines.workspace import Workspace, run_per_dir
 
 LOG_DIR = "logs"
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """What every stage needs: the recipe and the variants of this run, where the source is, where outputs go."""
-
-    recipe: Recipe
-    variants: tuple[VariantSpec, ...]  # the recipe's, or those of the formats --only names
-    source_dir: Path
-    out_dir: Path
-    source: dict  # the manifest's ``source`` object
-    force: bool = False
-    jobs: int = 1
-    progress: bool = True
-    cluster: RayCluster | None = None  # --ray: the convert, eval and bench jobs run as tasks there
-
-    @property
-    def at_once(self) -> int | None:
-        """How many convert/eval jobs run at once: ``--jobs``; on a Ray cluster, as many as its resources allow."""
-        return None if self.cluster else self.jobs
-
-    @property
-    def job_progress(self) -> bool:
-        """Whether a job shows its own progress bars: only when it runs alone in this process."""
-        return self.progress and self.jobs == 1 and self.cluster is None
-
-    def convert_device(self, spec: FormatSpec) -> str | None:
-        """The ``device`` of ``spec``'s converter: None for one without the choice (GGUF); else the recipe's
-        ``convert.device``, which a Ray cluster settles by its GPUs (``RayCluster.convert_device``)."""
-        if not spec.converts_on_cuda:
-            return None
-        device = self.recipe.convert.device
-        return self.cluster.convert_device(device) if self.cluster else device
-
-    @property
-    def state_dir(self) -> Path:
-        return self.out_dir / STATE_DIR
-
-    @property
-    def baseline_dir(self) -> Path:
-        return self.out_dir / BASELINE.name
-
-    @property
-    def dirs(self) -> list[Path]:
-        """Every dir the measuring stages go through: fp16 first, then the variants."""
-        return [self.baseline_dir] + [self.out_dir / v.dir_name for v in self.variants]
-
-    @property
-    def calibration_sets(self) -> list[str | None]:
-        """The calibration sets this run's variants use: None for ``[calibration]``, else a ``[calibrations]`` name."""
-        return list(dict.fromkeys(v.calibration_set for v in self.variants if v.calibrates))
-
-    def calibration_file(self, calibration_set: str | None) -> Path:
-        return self.state_dir / ("calibration.json" if calibration_set is None else f"calibration@{calibration_set}.json")
-
-    def variant_calibration(self, variant: VariantSpec) -> Path | None:
-        """The calibration file ``variant`` converts with (None if it uses none)."""
-        return self.calibration_file(variant.calibration_set) if variant.calibrates else None
-
-    def shared_dir(self, spec: FormatSpec, calibration_set: str | None = None) -> Path | None:
-        """Where ``spec``'s shared base for ``calibration_set`` is, when variants of this run use one. A variant
-        that calibrates on a named set has a base of its own; the others share the default one."""
-        names = [v.variant for v in self.variants if v.format == spec.name
-                 and (v.calibration_set if v.calibrates else None) == calibration_set]
-        if not names or not spec.shared_base or not spec.module().shared_base_needed(names):
-            return None
-        return self.state_dir / (f"{spec.name}-base" + (f"@{calibration_set}" if calibration_set else ""))
-
-    def step(self, stage: str, *, target: str | None = None, inputs: dict, outputs) -> Step:
-        return step(self.out_dir, stage, target=target, inputs=inputs, outputs=outputs)
-
-    def due(self, step_: Step) -> bool:
-        return not step_.done(force=self.force)
 
 
 # --- the whole run -----------------------------------------------------------------------------
@@ -317,25 +240,24 @@ class ConvertJob:
 
 def stage_convert(ws: Workspace, log: RunLog) -> None:
     """fp16 (the source, linked) and every variant dir; finished ones whose inputs are unchanged are skipped."""
-    started = time.perf_counter()
     fp16_built = build_fp16(ws)
-    jobs, steps = [], {}
-    for variant in ws.variants:
-        final = ws.out_dir / variant.dir_name
-        calibration_file = ws.variant_calibration(variant)
-        convert = ws.step("convert", target=final.name, outputs=lambda final=final: listed_files(final), inputs={
-            "source": ws.source["sha256"], "name": ws.recipe.name, "format": variant.format, "variant": variant.variant,
-            "calibration": calibration_sha(calibration_file), "tools": tool_versions(variant.spec.tool_packages)})
-        if ws.due(convert):
-            steps[final] = convert
-            shared_dir = ws.shared_dir(variant.spec, variant.calibration_set if variant.calibrates else None)
-            jobs.append(ConvertJob(variant=variant, source_dir=ws.source_dir, final_dir=final, model_name=ws.recipe.name,
-                                   source=ws.source, shared_dir=shared_dir, progress=ws.job_progress,
-                                   calibration_file=calibration_file, device=ws.convert_device(variant.spec)))
-    run_jobs(convert_variant, jobs, jobs_n=ws.at_once, desc="convert", progress=ws.progress, log=log, cluster=ws.cluster,
-             finished=lambda job: steps[job.final_dir].record_done())
-    log.line(f"convert: {len(ws.variants) + 1} dirs, {len(jobs) + fp16_built} built, "
-             f"{len(ws.variants) - len(jobs) + (not fp16_built)} up to date, in {time.perf_counter() - started:.1f} s")
+
+    def inputs(final: Path) -> dict:
+        variant = ws.variant_at(final)
+        return {"source": ws.source["sha256"], "name": ws.recipe.name, "format": variant.format, "variant": variant.variant,
+                "calibration": calibration_sha(ws.variant_calibration(variant)),
+                "tools": tool_versions(variant.spec.tool_packages)}
+
+    def job(final: Path) -> ConvertJob:
+        variant = ws.variant_at(final)
+        return ConvertJob(variant=variant, source_dir=ws.source_dir, final_dir=final, model_name=ws.recipe.name,
+                          source=ws.source, progress=ws.job_progress, calibration_file=ws.variant_calibration(variant),
+                          shared_dir=ws.shared_dir(variant.spec, variant.calibration_set if variant.calibrates else None),
+                          device=ws.convert_device(variant.spec))
+
+    run_per_dir(ws, log, "convert", dirs=ws.dirs[1:], inputs=inputs, outputs=listed_files,
+                jobs=lambda finals: [job(final) for final in finals], work=convert_variant, at_once=ws.at_once,
+                verb="built", also=(int(fp16_built), 1))
 
 
 def build_fp16(ws: Workspace) -> bool:
@@ -413,28 +335,21 @@ class EvalJob:
 
 def stage_eval(ws: Workspace, log: RunLog) -> None:
     """Evaluate every dir through its runtime on the recipe's suites; results go into its manifest's ``eval``."""
-    started = time.perf_counter()
     settings = ws.recipe.eval
-    steps = {}
     limits = {suite: settings.limit_for(suite) for suite in settings.suites}
-    for variant_dir in ws.dirs:
-        evaluate = ws.step("eval", target=variant_dir.name,
-                           outputs=lambda variant_dir=variant_dir: manifest_fields(variant_dir, ("eval",)),
-                           inputs={"files": load_manifest(variant_dir).to_dict()["files"], "suites": settings.suites,
-                                   "limits": limits, "max_tokens": settings.max_tokens, "seed": settings.seed})
-        if ws.due(evaluate):
-            steps[variant_dir] = evaluate
-    jobs = []
-    if steps:  # each suite loaded once, here, so a Ray task on another machine needs no suite file
+
+    def jobs(variant_dirs: list[Path]) -> list[EvalJob]:  # each suite loaded once, here: a Ray task needs no suite file
         from pipelines.eval import load_suite
 
         suites = {suite: load_suite(suite, limit=limits[suite], seed=settings.seed) for suite in settings.suites}
-        jobs = [EvalJob(variant_dir=variant_dir, suites=suites, max_tokens=settings.max_tokens, progress=ws.job_progress)
-                for variant_dir in steps]
-    run_jobs(eval_variant, jobs, jobs_n=ws.at_once, desc="eval", progress=ws.progress, log=log, cluster=ws.cluster,
-             finished=lambda job: steps[job.variant_dir].record_done())
-    log.line(f"eval: {len(ws.dirs)} dirs, {len(jobs)} evaluated, {len(ws.dirs) - len(jobs)} up to date, "
-             f"in {time.perf_counter() - started:.1f} s")
+        return [EvalJob(variant_dir=variant_dir, suites=suites, max_tokens=settings.max_tokens, progress=ws.job_progress)
+                for variant_dir in variant_dirs]
+
+    run_per_dir(ws, log, "eval", dirs=ws.dirs, outputs=lambda variant_dir: manifest_fields(variant_dir, ("eval",)),
+                inputs=lambda variant_dir: {"files": load_manifest(variant_dir).to_dict()["files"],
+                                            "suites": settings.suites, "limits": limits,
+                                            "max_tokens": settings.max_tokens, "seed": settings.seed},
+                jobs=jobs, work=eval_variant, at_once=ws.at_once, verb="evaluated")
 
 
 def eval_variant(job: EvalJob) -> str:
@@ -459,13 +374,21 @@ def eval_variant(job: EvalJob) -> str:
 # --- fidelity --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FidelityJob:
+    """One variant's fidelity, in this process (the reference is held in memory)."""
+
+    variant_dir: Path
+    reference: object  # pipelines.fidelity's reference: fp16's top-k log-probs
+    about: dict  # the manifest's ``fidelity.reference``: suite, cases, top_k, the reference file's sha256
+
+
 def stage_fidelity(ws: Workspace, log: RunLog) -> None:
     """Every variant's distance from fp16, token by token (``pipelines.fidelity``), on the first ``fidelity.limit``
     cases of the gated suite; fp16's top-k log-probs are computed once into ``.pipeline/fidelity/``."""
     from pipelines.eval import load_suite
     from pipelines.fidelity import load_or_build_reference
 
-    started = time.perf_counter()
     settings = ws.recipe.fidelity
     records = load_suite(ws.recipe.gate_suite, limit=settings.limit, seed=ws.recipe.eval.seed)
     variant_dirs = ws.dirs[1:]
@@ -475,22 +398,20 @@ def stage_fidelity(ws: Workspace, log: RunLog) -> None:
                                                         cache_dir=ws.state_dir / "fidelity", progress=ws.progress)
     about = {"suite": ws.recipe.gate_suite, "cases": len(records), "top_k": settings.top_k,
              "sha256": sha256_file(reference_file)}
-    measured = 0
-    for variant_dir in tqdm(variant_dirs, desc="fidelity", unit="variant", disable=not ws.progress, file=sys.stderr):
-        measure = ws.step("fidelity", target=variant_dir.name,
-                          outputs=lambda variant_dir=variant_dir: manifest_fields(variant_dir, ("fidelity",)),
-                          inputs={"files": load_manifest(variant_dir).to_dict()["files"], "reference": about})
-        if not ws.due(measure):
-            continue
-        summary = fidelity_of(variant_dir, reference=reference)
-        write_manifest(variant_dir, replace(load_manifest(variant_dir), fidelity={"reference": about, **summary}))
-        measure.record_done()
-        measured += 1
-        answer = summary["answer"]
-        log.line(f"  {variant_dir.name}: answer mean KLD {answer['mean_kl']:.5f}, 99% {answer['p99_kl']:.4f}, "
-                 f"top-1 {answer['top1_agreement']:.4f} ({summary['wall_seconds']:.1f} s)")
-    log.line(f"fidelity: {len(variant_dirs)} variants, {measured} measured, {len(variant_dirs) - measured} up to date, "
-             f"in {time.perf_counter() - started:.1f} s")
+    run_per_dir(ws, log, "fidelity", dirs=variant_dirs, noun="variants", verb="measured", remote=False,
+                outputs=lambda variant_dir: manifest_fields(variant_dir, ("fidelity",)),
+                inputs=lambda variant_dir: {"files": load_manifest(variant_dir).to_dict()["files"], "reference": about},
+                jobs=lambda dirs: [FidelityJob(variant_dir=d, reference=reference, about=about) for d in dirs],
+                work=measure_fidelity)
+
+
+def measure_fidelity(job: FidelityJob) -> str:
+    """Score one variant against the reference; write its manifest's ``fidelity``."""
+    summary = fidelity_of(job.variant_dir, reference=job.reference)
+    write_manifest(job.variant_dir, replace(load_manifest(job.variant_dir), fidelity={"reference": job.about, **summary}))
+    answer = summary["answer"]
+    return (f"{job.variant_dir.name}: answer mean KLD {answer['mean_kl']:.5f}, 99% {answer['p99_kl']:.4f}, "
+            f"top-1 {answer['top1_agreement']:.4f} ({summary['wall_seconds']:.1f} s)")
 
 
 def fidelity_of(variant_dir: Path, *, reference) -> dict:
@@ -524,20 +445,12 @@ class BenchJob:
 
 def stage_bench(ws: Workspace, log: RunLog) -> None:
     """Tokens/sec of every dir on each device, one at a time (never in parallel: they would share the CPUs)."""
-    started = time.perf_counter()
     settings = ws.recipe.bench
-    jobs, steps = [], {}
-    for variant_dir in ws.dirs:
-        bench = ws.step("bench", target=variant_dir.name,
-                        outputs=lambda variant_dir=variant_dir: manifest_fields(variant_dir, ("bench",)),
-                        inputs={"files": load_manifest(variant_dir).to_dict()["files"], "settings": settings.__dict__})
-        if ws.due(bench):
-            steps[variant_dir] = bench
-            jobs.append(BenchJob(variant_dir=variant_dir, settings=settings))
-    run_jobs(bench_variant, jobs, jobs_n=1, desc="bench", progress=ws.progress, log=log, cluster=ws.cluster,
-             finished=lambda job: steps[job.variant_dir].record_done())
-    log.line(f"bench: {len(ws.dirs)} dirs, {len(jobs)} measured, {len(ws.dirs) - len(jobs)} up to date, "
-             f"in {time.perf_counter() - started:.1f} s")
+    run_per_dir(ws, log, "bench", dirs=ws.dirs, outputs=lambda variant_dir: manifest_fields(variant_dir, ("bench",)),
+                inputs=lambda variant_dir: {"files": load_manifest(variant_dir).to_dict()["files"],
+                                            "settings": settings.__dict__},
+                jobs=lambda dirs: [BenchJob(variant_dir=d, settings=settings) for d in dirs], work=bench_variant,
+                verb="measured")
 
 
 def bench_variant(job: BenchJob) -> str:
@@ -569,35 +482,47 @@ def bench_device(*, variant_dir: Path, device: str, settings: BenchSettings) -> 
 # --- gate ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GateJob:
+    """One dir's verdict, in this process."""
+
+    variant_dir: Path
+    variant: VariantSpec  # its bits per weight pick the thresholds; ``release`` from the recipe
+    baseline_dir: Path
+    settings: GateSettings
+    suite: str
+
+
 def stage_gate(ws: Workspace, log: RunLog) -> None:
     """The verdict of every dir against fp16 (``pipelines.gate``) and whether it is for release (the recipe's
     ``compare_only``), written into its manifest with the reason. fp16 first: it is the baseline of the rest."""
+    settings, suite = ws.recipe.gate, ws.recipe.gate_suite
+
+    def inputs(variant_dir: Path) -> dict:
+        manifest, baseline, variant = load_manifest(variant_dir), load_manifest(ws.baseline_dir), ws.variant_at(variant_dir)
+        return {"eval": manifest.eval.get(suite), "baseline": baseline.eval.get(suite), "suite": suite,
+                "fidelity": manifest.fidelity.get("answer"), "settings": settings.to_dict(),
+                "bits_per_weight": variant.bits_per_weight, "release": variant.release}
+
+    def verified() -> str:
+        return f"{sum(load_manifest(d).verified for d in ws.dirs)} of {len(ws.dirs)} verified"
+
+    run_per_dir(ws, log, "gate", dirs=ws.dirs, inputs=inputs, verb="gated", remote=False, head=verified,
+                outputs=lambda variant_dir: manifest_fields(variant_dir, ("verified", "gate", "release")),
+                jobs=lambda dirs: [GateJob(variant_dir=d, variant=ws.variant_at(d), baseline_dir=ws.baseline_dir,
+                                           settings=settings, suite=suite) for d in dirs], work=gate_dir)
+
+
+def gate_dir(job: GateJob) -> str:
+    """Gate one dir against fp16's manifest; write the verdict and ``release`` into its manifest."""
     from pipelines.gate import gate_variant
 
-    started = time.perf_counter()
-    settings, suite = ws.recipe.gate, ws.recipe.gate_suite
-    specs = {ws.out_dir / v.dir_name: v for v in ws.variants}
-    verified = changed = 0
-    for variant_dir in ws.dirs:
-        manifest, baseline = load_manifest(variant_dir), load_manifest(ws.baseline_dir)
-        variant = specs.get(variant_dir)
-        bits, release = (variant.bits_per_weight, variant.release) if variant else (16.0, False)  # fp16: not released
-        gate = ws.step("gate", target=variant_dir.name,
-                       outputs=lambda: manifest_fields(variant_dir, ("verified", "gate", "release")),
-                       inputs={"eval": manifest.eval.get(suite), "baseline": baseline.eval.get(suite), "suite": suite,
-                               "fidelity": manifest.fidelity.get("answer"),
-                               "settings": settings.to_dict(), "bits_per_weight": bits, "release": release})
-        if ws.due(gate):
-            verdict = gate_variant(manifest=manifest, baseline=baseline, settings=settings, suite=suite,
-                                   bits_per_weight=bits)
-            manifest = replace(manifest, verified=verdict.pop("verified"), gate=verdict, release=release)
-            write_manifest(variant_dir, manifest)
-            gate.record_done()
-            changed += 1
-            log.line(f"  {variant_dir.name}: {manifest.gate_reason}")
-        verified += manifest.verified
-    log.line(f"gate: {verified} of {len(ws.dirs)} verified, {changed} gated, {len(ws.dirs) - changed} up to date, "
-             f"in {time.perf_counter() - started:.1f} s")
+    manifest = load_manifest(job.variant_dir)
+    verdict = gate_variant(manifest=manifest, baseline=load_manifest(job.baseline_dir), settings=job.settings,
+                           suite=job.suite, bits_per_weight=job.variant.bits_per_weight)
+    manifest = replace(manifest, verified=verdict.pop("verified"), gate=verdict, release=job.variant.release)
+    write_manifest(job.variant_dir, manifest)
+    return f"{job.variant_dir.name}: {manifest.gate_reason}"
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -613,7 +538,7 @@ def stage_report(ws: Workspace, log: RunLog) -> None:
     if not ws.due(report):
         log.line("report: up to date")
         return
-    rows = write_report(out_dir=ws.out_dir)
+    rows = write_report(out_dir=ws.out_dir, variants=ws.targets)
     report.record_done()
     log.line(f"report: {ws.out_dir / 'report.md'}, report.json, accuracy_vs_size.png "
              f"({len(rows)} variants) in {time.perf_counter() - started:.1f} s")

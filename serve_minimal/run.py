@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from invoker.formats import file_format
 from invoker.manifest import check_artifact
 from serve_minimal.settings import ServerSettings
 
@@ -106,7 +107,7 @@ def api_key_of(args: argparse.Namespace) -> str | None:
 
 def model_name_of(path: Path) -> str:
     path = Path(path)
-    return path.stem if path.suffix == ".gguf" else path.resolve().name
+    return path.stem if file_format(path) is not None else path.resolve().name  # a single-file model: its stem
 
 
 def _env_path() -> Path:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from convert import awq
-from convert.checkpoint import LINEAR_NAMES, LayerRunner
+from convert.architectures import LLAMA
+from convert.checkpoint import LayerRunner
 from convert._packing import unpack_awq
 from convert.calibration import CalibrationSet, CalibrationSpec
 from quant_support import assert_generates, assert_runtime_serves_4bit, convert_calibrated, load_with_transformers, read_tensors
@@ -51,7 +52,7 @@ def test_folding_the_scales_into_the_previous_op_keeps_the_float_layer_unchanged
     layer, hidden, runner = _layer_and_inputs()
     before = runner.forward(layer, hidden)
     generator = torch.Generator().manual_seed(1)
-    for group in awq.SCALE_GROUPS:
+    for group in LLAMA.scale_groups:
         width = layer.get_submodule(group.linears[0]).in_features
         awq.apply_scale(layer=layer, group=group, scale=torch.exp(0.5 * torch.randn(width, generator=generator)))
     for old, new in zip(before, runner.forward(layer, hidden)):
@@ -63,7 +64,7 @@ def test_awq_layer_is_closer_to_the_float_layer_than_round_to_nearest():
     reference = runner.forward(layer, hidden)
 
     rtn_layer, _, _ = _layer_and_inputs()
-    for name in LINEAR_NAMES:
+    for name in LLAMA.linears:
         module = rtn_layer.get_submodule(name)
         module.weight.data = awq.fake_quantize(module.weight.data, group_size=128)
 

@@ -154,3 +154,45 @@ def test_a_released_ablation_is_published_but_the_snippets_still_name_the_recomm
     text = card_text(tmp_path / "release", "tiny-invoker-GGUF")
     snippets = "\n".join(code_blocks(text))
     assert "tiny-invoker-Q4_K_M.gguf" in snippets and "noimatrix" not in snippets
+
+
+def test_the_prompt_format_names_the_special_tokens_of_the_artifact_it_describes(tmp_path, bundle):
+    """BOS and EOS come from the variant's own tokenizer_config.json (the bundled model's: <|endoftext|>,
+    <|im_end|>), else from its GGUF's metadata; a card never assumes Llama-2's <s> and </s>."""
+    import shutil
+
+    from invoker.files import describe_files
+    from invoker.manifest import write_manifest
+
+    out_dir = make_release(tmp_path / "out", source_dir=SOURCE)
+    gptq = out_dir / "gptq-4bit-g128"
+    shutil.copy(SOURCE / "tokenizer_config.json", gptq / "tokenizer_config.json")
+    manifest = json.loads((gptq / "manifest.json").read_text())
+    write_manifest(gptq, {**manifest, "files": describe_files(gptq)})
+    publish(out_dir=out_dir, namespace="test", dry_run=tmp_path / "release", log=lambda _: None, warn=lambda _: None)
+    text = card_text(tmp_path / "release", "tiny-invoker-GPTQ")
+    section = text.split("## Prompt format")[1].split("##")[0]
+    assert "The tokenizer adds BOS (`<|endoftext|>`) first." in section
+    assert "then EOS (`<|im_end|>`)" in section and "```\n<|im_end|>" not in section
+    assert section.count("```<|im_end|>") == 1  # the example answer ends in the model's own EOS
+    assert "<s>" not in section and "</s>" not in section
+    # the stub's GGUFs are not readable GGUF files: the card names the tokens by their role only
+    gguf_section = card_text(bundle, "tiny-invoker-GGUF").split("## Prompt format")[1].split("##")[0]
+    assert "<s>" not in gguf_section and "</s>" not in gguf_section and "then EOS;" in gguf_section
+
+
+def test_special_tokens_are_read_from_a_gguf(tmp_path):
+    import gguf
+
+    from invoker.runtimes.llamacpp_runtime import gguf_special_tokens
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_token_list(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "a"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(3)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert gguf_special_tokens(path) == ("<|endoftext|>", "<|im_end|>")

@@ -41,11 +41,11 @@ def test_load_runtime_by_name_gives_the_same_clear_error(tmp_path):
 
 
 def test_the_default_runtime_for_gptq_stays_transformers():
-    from invoker.runtimes import RUNTIMES
+    from invoker.formats import ARTIFACTS
+    from invoker.runtimes import formats_of
 
-    first_for_gptq = next(name for name, (_, _, formats) in RUNTIMES.items() if "gptq" in formats)
-    assert first_for_gptq == "transformers"
-    assert RUNTIMES["exllamav2"][2] == ("gptq",)
+    assert ARTIFACTS["gptq"].runtime == "transformers"
+    assert formats_of("exllamav2") == ("gptq",)
 
 
 def test_only_4bit_gptq_dirs_are_accepted(tmp_path):

@@ -56,7 +56,7 @@ def test_sha256_weights_changes_with_any_weight_file(tmp_path):
 def test_manifest_roundtrip_and_contract_errors(tmp_path):
     write_manifest(tmp_path, _manifest())
     assert read_manifest(tmp_path)["variant"] == "Q4_K_M"
-    assert validate_manifest(_manifest(format="onnx")) == ["format: 'onnx' is not one of fp16, gptq, awq, ct, gguf"]
+    assert validate_manifest(_manifest(format="onnx")) == ["format: 'onnx' is not one of fp16, gguf, gptq, awq, ct"]
     broken = _manifest()
     del broken["gate"]
     with pytest.raises(ManifestError, match="gate: missing"):

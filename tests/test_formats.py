@@ -8,24 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from convert.formats import BASELINE, FORMATS, VariantSettings, check_runtimes, get
+from convert.formats import BASELINE, FORMATS, VariantSettings, get
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_ARGUMENTS = {"source_dir", "out_dir", "variant", "calibration", "progress", "model_name", "shared_dir"}
-# Where a format may be named by a string literal: the registry, each format's own converter, the runtimes.
-MAY_NAME_FORMATS = ("convert/formats.py", "invoker/runtimes/",
+# Where a format may be named by a string literal: the one list (invoker/formats.py), the formats' own modules
+# (convert/formats/<name>.py) and converters,
+# the runtimes.
+MAY_NAME_FORMATS = ("invoker/formats.py", "invoker/runtimes/", "convert/formats/",
                     *(spec.converter.replace(".", "/") + ".py" for spec in FORMATS.values()))
-PACKAGE_NAMES = {("pipelines/bench.py", "gguf")}  # the gguf Python package, whose version the bench records
 
 
-def test_the_registry_and_the_runtimes_agree():
-    from invoker.runtimes import FORMATS as RUNTIME_FORMATS, RUNTIMES
+def test_one_list_of_formats_each_loaded_by_a_runtime():
+    from invoker.formats import ARTIFACTS
+    from invoker.runtimes import FORMATS as RUNTIME_FORMATS, RUNTIMES, formats_of
 
-    assert check_runtimes(RUNTIMES) == []
-    assert set(RUNTIME_FORMATS) == {BASELINE.name, *FORMATS}
+    assert list(RUNTIME_FORMATS) == list(ARTIFACTS) == [BASELINE.name, *FORMATS]
+    for name, artifact in ARTIFACTS.items():
+        assert artifact.runtime in RUNTIMES and all(other in RUNTIMES for other in artifact.also), name
+        assert name in formats_of(artifact.runtime)
+    for spec in FORMATS.values():
+        assert spec.artifact is ARTIFACTS[spec.name] and spec.runtime == spec.artifact.runtime
+        assert spec.module().SPEC is spec  # the converter reads the entry its format module declares
     assert get(BASELINE.name) is BASELINE
-    with pytest.raises(ValueError, match="unknown format 'onnx'; valid: gguf, gptq, awq"):
+    with pytest.raises(ValueError, match=rf"unknown format 'onnx'; valid: {', '.join(FORMATS)}$") as raised:
         get("onnx")
+    assert all(name in str(raised.value) for name in ("gguf", "gptq", "awq", "ct"))  # every shipped format
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -75,6 +83,6 @@ def test_no_module_names_a_format_but_the_registry_its_converter_and_the_runtime
             if relative.startswith(MAY_NAME_FORMATS):
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Constant) and node.value in names and (relative, node.value) not in PACKAGE_NAMES:
+                if isinstance(node, ast.Constant) and node.value in names:
                     found.append(f"{relative}:{node.lineno}: {node.value!r}")
     assert found == []

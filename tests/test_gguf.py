@@ -13,6 +13,7 @@ import pytest
 
 from convert import gguf as gguf_convert
 from convert import hf_to_gguf, imatrix as imatrix_module
+from convert.architectures import LLAMA
 from convert.calibration import CalibrationSet, CalibrationSpec, build_calibration
 from convert.ollama import STOP_STRINGS, TEMPLATE, render_modelfile
 from invoker.chat_template import CHAT_TEMPLATE
@@ -177,7 +178,7 @@ def test_imatrix_layer_by_layer_equals_hooks_on_the_whole_model(tiny_random_mode
     imatrix = imatrix_module.compute_imatrix(source_dir=tiny_random_model, calibration=calibration, progress=False)
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_random_model), dtype=torch.float32).eval()
-    names = imatrix_module.gguf_weight_names(n_layers=model.config.num_hidden_layers)
+    names = imatrix_module.gguf_weight_names(n_layers=model.config.num_hidden_layers, architecture=LLAMA)
     expected: dict[str, torch.Tensor] = {}
 
     def record(name):

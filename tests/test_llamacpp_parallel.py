@@ -21,8 +21,8 @@ def test_a_prompt_reads_only_what_no_free_slot_has_cached(single, tiny_f16_gguf,
     runtime = load_runtime(tiny_f16_gguf)
     runtime.run_parallel(2)
     reads = []
-    real = module._read_prompt
-    monkeypatch.setattr(module, "_read_prompt", lambda ctx, batch, ids, **kw: reads.append(len(ids)) or real(ctx, batch, ids, **kw))
+    real = module.read_prompt
+    monkeypatch.setattr(module, "read_prompt", lambda ctx, batch, ids, **kw: reads.append(len(ids)) or real(ctx, batch, ids, **kw))
     params = GenerationParams(max_tokens=8, ignore_eos=True)
     first = BATCH_PROMPTS[1]
     follow_up = first + generate(single, first, params).text + " and then?"  # a later turn of the same chat

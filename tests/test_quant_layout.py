@@ -114,7 +114,7 @@ def test_layer_by_layer_forward_reproduces_the_model(tiny_random_model):
     config = model_config(tiny_random_model)
     weights = CheckpointReader(tiny_random_model)
     runner = LayerRunner(config=config, device=torch.device("cpu"))
-    hidden = embed_samples(weights=weights, samples=samples)
+    hidden = embed_samples(weights=weights, samples=samples, architecture=runner.architecture)
     for index in range(config.num_hidden_layers):
         hidden = runner.forward(load_decoder_layer(config=config, index=index, weights=weights, device="cpu"), hidden)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_random_model), dtype=torch.float32)

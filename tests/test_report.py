@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from invoker.manifest import write_manifest
+from pipelines.recipe import parse_variants
 from pipelines.report import write_report
 
 PARAMETERS = 1_000_000
@@ -131,7 +132,9 @@ def test_the_calibration_section_sets_one_quantization_side_by_side_by_calibrati
                      verified=True, reason="verified", decode=1.0)
         manifest = json.loads((out / name / "manifest.json").read_text())
         write_manifest(out / name, {**manifest, "calibration": calibration})
-    markdown = write_report(out_dir=out, suite="synthetic") and (out / "report.md").read_text()
+    variants = parse_variants(["gguf:Q4_K_M", "gguf:Q4_K_M@generic", "gguf:Q4_K_M-noimatrix", "gguf:Q8_0"],
+                              sets=("generic",))  # the typed variants say which one is an ablation of which
+    markdown = write_report(out_dir=out, suite="synthetic", variants=variants) and (out / "report.md").read_text()
     section = markdown.split("## Calibration")[1].split("## Gate")[0]
     assert "| quantization | default | generic | none |" in section
     assert "| gguf:Q4_K_M | 0.880 (-0.020) · — · — | 0.800 (-0.100) · — · — | 0.700 (-0.200) · — · — |" in section

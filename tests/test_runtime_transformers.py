@@ -249,7 +249,7 @@ def test_format_without_a_runtime_lists_what_is_supported(tmp_path, tiny_random_
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     with pytest.raises(ModelFormatError, match=r"runtime 'transformers' does not load format 'gguf'.*transformers: fp16, gptq, awq"):
         load_runtime(tmp_path, runtime="transformers")
-    monkeypatch.setattr(runtimes, "RUNTIMES", {k: v for k, v in runtimes.RUNTIMES.items() if "gguf" not in v[2]})
+    monkeypatch.setattr(runtimes, "RUNTIMES", {k: v for k, v in runtimes.RUNTIMES.items() if k != "llama.cpp"})
     with pytest.raises(ModelFormatError, match=r"no runtime loads format 'gguf'"):
         load_runtime(tmp_path)
     with pytest.raises(ModelFormatError, match="unknown runtime 'vllm'"):

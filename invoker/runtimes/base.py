@@ -80,8 +80,9 @@ class Generation:
 
 @runtime_checkable
 class Runtime(Protocol):
-    format: str  # "fp16" | "gptq" | "awq" | "gguf"
+    format: str  # a name of invoker.formats.ARTIFACTS
     runtime: str  # "transformers", ...
+    packages: tuple[str, ...]  # the packages it computes with (bench records their versions)
     model_path: Path
     context_length: int
 

@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from invoker.formats import ModelFormatError, checkpoint_format
 from invoker.runtimes.base import Chunk, GenerationParams, StopMatcher
 
 INSTALL_HINT = "pip install exllamav2 (a build matching your torch and CUDA)"
@@ -27,6 +28,7 @@ INSTALL_HINT = "pip install exllamav2 (a build matching your torch and CUDA)"
 
 class ExLlamaV2Runtime:
     runtime = "exllamav2"
+    packages = ("exllamav2", "torch")  # what it computes with: their versions go into bench results
     format = "gptq"
     max_concurrent_streams = 1  # the unpaged dynamic generator runs one job at a time (the server reads this)
 
@@ -157,5 +159,9 @@ def check_gptq_dir(model_path: Path) -> None:
     if not config_path.is_file():
         raise ValueError(f"{model_path}: no config.json (expected a GPTQ checkpoint dir)")
     quantization = json.loads(config_path.read_text()).get("quantization_config") or {}
-    if str(quantization.get("quant_method", "")).lower() != "gptq" or quantization.get("bits") != 4:
+    try:
+        fmt = checkpoint_format({"quantization_config": quantization}) if quantization else None
+    except ModelFormatError:  # a quantization method no format declares
+        fmt = None
+    if fmt != ExLlamaV2Runtime.format or quantization.get("bits") != 4:
         raise ValueError(f"{config_path}: exllamav2 serves 4-bit GPTQ checkpoints; this one has quantization_config {quantization or None}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 
-from invoker.runtimes.llamacpp_runtime import _BatchContext, _decode, _fill, _read_prompt, shared_prefix
+from invoker.runtimes.llamacpp_batch import BatchContext, decode, fill, read_prompt, shared_prefix
 from invoker.runtimes.parallel import Request, StreamScheduler
 
 
@@ -30,7 +30,7 @@ class ParallelDecoder(StreamScheduler):
         import llama_cpp
 
         self.runtime = runtime
-        self.context = _BatchContext(runtime.llama.model, sequences=slots, cells=slots * runtime.context_length,
+        self.context = BatchContext(runtime.llama.model, sequences=slots, cells=slots * runtime.context_length,
                                      threads=runtime.threads)
         self._batch = llama_cpp.llama_batch_init(max(self.context.n_batch, slots), 0, 1)  # every decode reuses it
         weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
@@ -63,16 +63,16 @@ class ParallelDecoder(StreamScheduler):
         request.state = self.runtime._new_sampler(request.params)
         shared = shared_prefix(self._cached[request.slot], request.prompt_ids)
         self._forget(request.slot, shared)
-        index = _read_prompt(self.context.ctx, self._batch, request.prompt_ids[shared:], sequence=request.slot,
+        index = read_prompt(self.context.ctx, self._batch, request.prompt_ids[shared:], sequence=request.slot,
                              n_batch=self.context.n_batch, position=shared)
         self._cached[request.slot] = list(request.prompt_ids)
         self._take(request, index)
 
     def _step(self, running: list[Request]) -> None:
-        _fill(self._batch, [(r.last, len(r.prompt_ids) + r.count - 1, r.slot, True) for r in running])
+        fill(self._batch, [(r.last, len(r.prompt_ids) + r.count - 1, r.slot, True) for r in running])
         for request in running:
             self._cached[request.slot].append(request.last)
-        _decode(self.context.ctx, self._batch)
+        decode(self.context.ctx, self._batch)
         for index, request in enumerate(running):
             self._take(request, index)
 

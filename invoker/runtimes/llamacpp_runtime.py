@@ -19,17 +19,19 @@ from __future__ import annotations
 import codecs
 import ctypes
 import os
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from invoker.formats import get as get_format, is_companion
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, StopMatcher, final_chunk, generate
+from invoker.runtimes.llamacpp_batch import BatchContext, decode, fill, read_prompt, shared_prefix
 from invoker.runtimes.llamacpp_cpu import open_llama
+from invoker.runtimes.llamacpp_parallel import ParallelDecoder
 from invoker.runtimes.parallel import ParallelStreams
 
 GGUF_MAGIC = b"GGUF"
-IMATRIX_PREFIX = "imatrix"  # imatrix.gguf beside a quant, imatrix-<TYPE>.gguf in a release repo
+GGUF = get_format("gguf")  # imatrix*.gguf beside a quant (imatrix-<TYPE>.gguf in a release repo) is not a model
 GREEDY_SCAN = 64  # greedy under a grammar: candidates checked one by one before masking the whole vocabulary
 
 
@@ -51,7 +53,8 @@ class GGUFInfo:
 
 class LlamaCppRuntime(ParallelStreams):
     runtime = "llama.cpp"
-    format = "gguf"
+    packages = ("llama-cpp-python", "gguf", "numpy")  # what it computes with: their versions go into bench results
+    format = GGUF.name
 
     def __init__(self, *, llama, model_path: Path, gguf_file: Path, info: GGUFInfo, threads: int, device: str) -> None:
         import llama_cpp
@@ -67,7 +70,7 @@ class LlamaCppRuntime(ParallelStreams):
         self._token_bytes = token_bytes_table(self._vocab, n_vocab=llama.n_vocab())
         self._streaming = False
         self._candidates = None  # the whole vocabulary as sampler candidates, for the rare masked draw
-        self._batch_context: _BatchContext | None = None  # generate_batch's own context, sized by its largest call
+        self._batch_context: BatchContext | None = None  # generate_batch's own context, sized by its largest call
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, n_ctx: int = 0,
@@ -130,8 +133,8 @@ class LlamaCppRuntime(ParallelStreams):
             try:
                 for start in range(0, len(ids), step):
                     chunk = ids[start : start + step]
-                    _fill(batch, [(token, start + i, 0, True) for i, token in enumerate(chunk)])
-                    _decode(ctx, batch)
+                    fill(batch, [(token, start + i, 0, True) for i, token in enumerate(chunk)])
+                    decode(ctx, batch)
                     for i in range(len(chunk)):
                         out[start + i] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(n_vocab,))
             finally:
@@ -155,8 +158,6 @@ class LlamaCppRuntime(ParallelStreams):
     def _decoder(self, slots: int):
         """``slots`` streams decoded together, one ``llama_decode`` per step (``invoker.runtimes.llamacpp_parallel``);
         costs a KV cache of ``slots`` × the context."""
-        from invoker.runtimes.llamacpp_parallel import ParallelDecoder
-
         return ParallelDecoder(self, slots=slots)
 
     def generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
@@ -194,10 +195,10 @@ class LlamaCppRuntime(ParallelStreams):
         try:
             llama_cpp.llama_memory_clear(memory, True)
             for row in rows.active():  # prompts one by one
-                take(row, _read_prompt(ctx, batch, encoded[row], sequence=row, n_batch=context.n_batch))
+                take(row, read_prompt(ctx, batch, encoded[row], sequence=row, n_batch=context.n_batch))
             while active := rows.active():
-                _fill(batch, [(last[row], len(encoded[row]) + rows.counts[row] - 1, row, True) for row in active])
-                _decode(ctx, batch)
+                fill(batch, [(last[row], len(encoded[row]) + rows.counts[row] - 1, row, True) for row in active])
+                decode(ctx, batch)
                 for index, row in enumerate(active):
                     take(row, index)
         finally:
@@ -206,14 +207,14 @@ class LlamaCppRuntime(ParallelStreams):
             self._streaming = False
         return rows.results()
 
-    def _context_for(self, *, sequences: int, cells: int) -> "_BatchContext":
+    def _context_for(self, *, sequences: int, cells: int) -> "BatchContext":
         """generate_batch's context: at least ``sequences`` sequences and ``cells`` KV cells, else a bigger one."""
         current = self._batch_context
         if current is not None and current.sequences >= sequences and current.cells >= cells:
             return current
         if current is not None:
             current.close()
-        self._batch_context = _BatchContext(self.llama.model, sequences=max(sequences, current.sequences if current else 0),
+        self._batch_context = BatchContext(self.llama.model, sequences=max(sequences, current.sequences if current else 0),
                                             cells=max(cells, current.cells if current else 0), threads=self.threads)
         return self._batch_context
 
@@ -339,66 +340,6 @@ class LlamaCppRuntime(ParallelStreams):
         self.llama.eval(prompt_ids[self.llama.n_tokens :])
 
 
-class _BatchContext:
-    """A llama.cpp context of its own for ``generate_batch`` or the ``ParallelDecoder``: ``sequences`` sequences
-    sharing one unified KV cache of ``cells`` cells (rounded up to 256), freed with its owner or by ``close``."""
-
-    def __init__(self, model, *, sequences: int, cells: int, threads: int) -> None:
-        import llama_cpp
-
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = -(-cells // 256) * 256
-        params.n_batch = params.n_ubatch = 512
-        params.n_seq_max = sequences
-        params.kv_unified = True
-        params.n_threads = params.n_threads_batch = threads
-        ctx = llama_cpp.llama_init_from_model(model, params)
-        if not ctx:
-            raise RuntimeError(f"llama.cpp could not create a context of {params.n_ctx} cells for {sequences} sequences")
-        self.ctx, self.sequences, self.cells, self.n_batch = ctx, sequences, int(params.n_ctx), int(params.n_batch)
-        self._finalizer = weakref.finalize(self, llama_cpp.llama_free, ctx)
-
-    def close(self) -> None:
-        self._finalizer()
-
-
-def _fill(batch, entries: list[tuple[int, int, int, bool]]) -> None:
-    """Put (token, position, sequence, wants logits) entries into ``batch``."""
-    batch.n_tokens = len(entries)
-    for i, (token, position, sequence, logits) in enumerate(entries):
-        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, logits
-        batch.seq_id[i][0] = sequence
-
-
-def _read_prompt(ctx, batch, ids: list[int], *, sequence: int, n_batch: int, position: int = 0) -> int:
-    """Decode ``ids`` into ``sequence`` from ``position`` on, in chunks of ``n_batch`` (``batch`` holds at least that
-    many), logits at the last token only; returns that token's output index in the last decode."""
-    for start in range(0, len(ids), n_batch):
-        chunk = ids[start : start + n_batch]
-        _fill(batch, [(token, position + start + i, sequence, start + i == len(ids) - 1) for i, token in enumerate(chunk)])
-        _decode(ctx, batch)
-    return (len(ids) - 1) % n_batch
-
-
-def shared_prefix(cached: list[int], ids: list[int]) -> int:
-    """How many leading tokens of ``ids`` the KV cache holding ``cached`` already has, leaving at least the last
-    token of ``ids`` to decode (its logits give the next token)."""
-    shared = 0
-    for old, new in zip(cached, ids):
-        if old != new:
-            break
-        shared += 1
-    return min(shared, len(ids) - 1)
-
-
-def _decode(ctx, batch) -> None:
-    import llama_cpp
-
-    code = llama_cpp.llama_decode(ctx, batch)
-    if code != 0:
-        raise RuntimeError(f"llama_decode failed ({code}) on a batch of {batch.n_tokens} tokens")
-
-
 def _log_softmax(logits: "np.ndarray") -> "np.ndarray":
     import numpy as np
 
@@ -442,7 +383,7 @@ def find_gguf(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise ValueError(f"{path}: no such GGUF file or directory")
-    candidates = sorted(p for p in path.glob("*.gguf") if not p.name.startswith((IMATRIX_PREFIX, ".")))
+    candidates = sorted(p for p in path.glob(f"*{GGUF.suffix}") if not is_companion(p.name) and not p.name.startswith("."))
     if len(candidates) != 1:
         found = ", ".join(p.name for p in candidates) or "none"
         raise ValueError(f"{path}: expected exactly one model .gguf file, found {found}")
@@ -482,6 +423,27 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         has_chat_template="tokenizer.chat_template" in fields,
         tensor_types={t.name: t.tensor_type.name for t in reader.tensors},
     )
+
+
+def gguf_special_tokens(path: Path) -> tuple[str | None, str | None]:
+    """(BOS, EOS) as the GGUF's tokenizer metadata names them (None where it says none, or BOS is not added);
+    a ``ValueError`` when the file is not a readable GGUF."""
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception as err:  # the reader raises whatever numpy/struct raise on a cut or garbled file
+        raise ValueError(f"{path}: not a readable GGUF ({type(err).__name__}: {err})") from None
+    if "tokenizer.ggml.tokens" not in fields:
+        return None, None
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+
+    def token(key: str) -> str | None:
+        index = _field(fields, key)
+        return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else None
+
+    add_bos = _field(fields, "tokenizer.ggml.add_bos_token")
+    return (None if add_bos is False else token("tokenizer.ggml.bos_token_id")), token("tokenizer.ggml.eos_token_id")
 
 
 def _field(fields, key: str):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from invoker.runtimes.parallel import Request, StreamScheduler
-from invoker.runtimes.transformers_runtime import new_cache, new_sampler
+from invoker.runtimes.transformers_decoding import new_cache, new_sampler
 
 
 class BatchedDecoder(StreamScheduler):

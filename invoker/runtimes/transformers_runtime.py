@@ -19,12 +19,17 @@ from pathlib import Path
 
 import torch
 
+from invoker.formats import ModelFormatError, checkpoint_format
 from invoker.runtimes.base import BatchRows, Chunk, Generation, GenerationParams, RowText, generate
 from invoker.runtimes.parallel import ParallelStreams
+from invoker.runtimes.transformers_decoding import new_cache, new_sampler
+from invoker.runtimes.transformers_parallel import BatchedDecoder
 from invoker.tokenizer import token_bytes_table
+
 
 class TransformersRuntime(ParallelStreams):
     runtime = "transformers"
+    packages = ("torch", "transformers", "numpy")  # what it computes with: their versions go into bench results
 
     def __init__(self, *, model, tokenizer, model_path: Path, format: str, device: torch.device) -> None:
         self.model = model
@@ -90,8 +95,6 @@ class TransformersRuntime(ParallelStreams):
 
     def _decoder(self, slots: int):
         """``slots`` streams decoded as one batch (``invoker.runtimes.transformers_parallel``)."""
-        from invoker.runtimes.transformers_parallel import BatchedDecoder
-
         return BatchedDecoder(self, slots=slots)
 
     def _encode(self, text: str) -> list[int]:
@@ -200,22 +203,6 @@ class TransformersRuntime(ParallelStreams):
         return token
 
 
-def new_sampler(params: GenerationParams) -> torch.Generator:
-    """A request's random generator: seeded by ``params.seed``, else from the OS."""
-    sampler = torch.Generator(device="cpu")
-    if params.seed is None:
-        sampler.seed()
-    else:
-        sampler.manual_seed(params.seed)
-    return sampler
-
-
-def new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)
-
-
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probability reaches ``top_p``."""
     sorted_probs, order = torch.sort(probs, descending=True)
@@ -244,9 +231,10 @@ def _check_device(device: str) -> torch.device:
 
 
 def _checkpoint_format(model_path: Path) -> str:
-    """``gptq``/``awq``/``ct`` from config.json's quantization_config, else ``fp16`` (an unquantized checkpoint)."""
-    from invoker.runtimes import QUANT_METHODS
-
+    """The format ``config.json`` declares (``invoker.formats.checkpoint_format``); a quantization method no format
+    declares, as transformers names it."""
     config = json.loads((model_path / "config.json").read_text())
-    method = (config.get("quantization_config") or {}).get("quant_method")
-    return QUANT_METHODS.get(str(method).lower(), str(method).lower()) if method else "fp16"
+    try:
+        return checkpoint_format(config)
+    except ModelFormatError:
+        return str(config["quantization_config"]["quant_method"]).lower()

@@ -1,12 +1,16 @@
 """The format registry: one ``FormatSpec`` per quantization format, and the protocol its converter module follows.
 
-Everything outside the converter that depends on the format reads it from here: the recipe's variant
-names, which variants need the calibration set, the convert stage's tool versions, which runtime
-loads the artifact, the Hub repo a variant goes to, the model card's tags, library and usage
-snippets. Adding a format is one converter module (``Converter`` below) and one entry in ``FORMATS``;
-a runtime too only if no runtime of ``invoker.runtimes`` loads it yet (docs/FORMATS.md).
+Each format declares itself where it is defined: its module ``convert/formats/<name>.py`` registers its
+``FormatSpec`` (``SPEC = register(FormatSpec(…))``: its converter module, variants, tool versions, shared base,
+Hub repo, the model card's tags, library and usage snippets), on top of the one line ``invoker.formats`` holds
+for it (how its artifacts are recognised and which runtime loads them; ``FormatSpec.artifact``). ``FORMATS``
+lists the formats of ``invoker.formats`` and finds each one's entry in ``convert/formats/<name>.py``. Everything
+outside the converter that depends on the format reads it from here. Adding a format is one module and one
+line in ``invoker.formats`` (a runtime too only if no runtime of ``invoker.runtimes`` loads it yet;
+docs/FORMATS.md).
 
-This module imports nothing heavy: converter modules are imported when a variant is parsed or built.
+This package imports nothing heavy: a format's module is data; its converter module is imported when a
+variant is parsed or built (``FormatSpec.module``), never to publish or report.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
+
+from invoker.formats import ARTIFACTS, ArtifactFormat
+from invoker.formats import BASELINE as ARTIFACT_BASELINE
+from invoker.formats import get as get_artifact
 
 if TYPE_CHECKING:
     from convert.calibration import CalibrationSet
@@ -68,7 +76,6 @@ class FormatSpec:
     name: str  # the recipe's prefix (gguf:Q4_K_M), the manifest's "format", the variant dir's prefix (gguf-Q4_K_M)
     title: str  # as people write it: "GGUF"
     converter: str | None  # the module implementing Converter; None for the baseline, which is the source itself
-    runtime: str  # the invoker.runtimes runtime that loads it (eval, bench and serve load through it)
     tool_packages: tuple[str, ...]  # their versions go into the manifest and the convert stage's inputs
     variants: tuple[str, ...] = ()  # the documented variants (errors list them; more may parse)
     shared_base: bool = False  # the converter is a SharedBaseConverter
@@ -84,6 +91,15 @@ class FormatSpec:
     snippets: tuple[str, ...] = ()  # the usage snippets of its cards (pipelines.snippets), in order
     install: str = ""  # pip packages the transformers snippet needs besides transformers and accelerate
 
+    @property
+    def artifact(self) -> ArtifactFormat:
+        """The reading side: how its artifacts are recognised and which runtime loads them (``invoker.formats``)."""
+        return get_artifact(self.name)
+
+    @property
+    def runtime(self) -> str:
+        return self.artifact.runtime
+
     def module(self) -> ModuleType:
         """The converter module (imported now)."""
         if self.converter is None:
@@ -91,6 +107,10 @@ class FormatSpec:
         return importlib.import_module(self.converter)
 
     def variant_settings(self, variant: str) -> VariantSettings:
+        if self.converter is None:  # the baseline: the source checkpoint, in fp16, the reference of every comparison
+            if variant != self.name:
+                raise ValueError(f"{self.name} has no variants but itself, got {variant!r}")
+            return BASELINE_SETTINGS
         return self.module().variant_settings(variant)
 
     def repo_name(self, *, model: str, variant: str) -> str:
@@ -104,76 +124,50 @@ class FormatSpec:
         return self.repo_names[name].format(variant=variant) if name in self.repo_names else name
 
 
+BASELINE_SETTINGS = VariantSettings(bits_per_weight=16.0, calibrates=False, comparison=True)  # never released
 BASELINE = FormatSpec(
-    name="fp16",
-    title="fp16",
+    name=ARTIFACT_BASELINE.name,
+    title=ARTIFACT_BASELINE.name,
     converter=None,
-    runtime="transformers",
     tool_packages=("torch", "transformers", "safetensors"),
 )
 
-FORMATS: Mapping[str, FormatSpec] = MappingProxyType({spec.name: spec for spec in (
-    FormatSpec(
-        name="gguf",
-        title="GGUF",
-        converter="convert.gguf",
-        runtime="llama.cpp",
-        tool_packages=("llama-cpp-python", "gguf", "torch", "transformers", "sentencepiece", "numpy"),
-        variants=("F16", "Q8_0", "Q5_K_M", "Q4_K_M"),
-        shared_base=True,
-        repo_suffix="GGUF",
-        recommended=("Q4_K_M", "Q5_K_M", "Q8_0", "F16"),
-        repo_names=MappingProxyType({"Modelfile": "Modelfile.{variant}", "imatrix.gguf": "imatrix-{variant}.gguf"}),
-        card_tags=("gguf", "llama.cpp", "ollama"),
-        card_library="gguf",
-        snippets=("llama-cpp-python", "llama-server", "ollama", "serve"),
-    ),
-    FormatSpec(
-        name="gptq",
-        title="GPTQ",
-        converter="convert.gptq",
-        runtime="transformers",
-        converts_on_cuda=True,
-        tool_packages=("torch", "transformers", "safetensors"),
-        variants=("4bit-g128", "4bit-g128-actorder", "4bit-g64", "4bit-g64-actorder", "4bit-g32", "4bit-g32-actorder"),
-        repo_suffix="GPTQ",
-        default_variant="4bit-g128",
-        card_tags=("gptq", "4-bit"),
-        card_library="transformers",
-        snippets=("transformers", "vllm", "serve"),
-        install="gptqmodel optimum",
-    ),
-    FormatSpec(
-        name="awq",
-        title="AWQ",
-        converter="convert.awq",
-        runtime="transformers",
-        converts_on_cuda=True,
-        tool_packages=("torch", "transformers", "safetensors"),
-        variants=("4bit-g128", "4bit-g64", "4bit-g32"),
-        repo_suffix="AWQ",
-        default_variant="4bit-g128",
-        card_tags=("awq", "4-bit"),
-        card_library="transformers",
-        snippets=("transformers", "vllm", "serve"),
-        install="gptqmodel",
-    ),
-    FormatSpec(
-        name="ct",
-        title="compressed-tensors",
-        converter="convert.ct",
-        runtime="transformers",
-        converts_on_cuda=True,
-        tool_packages=("torch", "transformers", "safetensors", "compressed-tensors"),
-        variants=("w4a16-g128", "w4a16-g64", "w4a16-g32"),
-        repo_suffix="W4A16",
-        default_variant="w4a16-g128",
-        card_tags=("compressed-tensors", "4-bit", "gptq"),
-        card_library="transformers",
-        snippets=("transformers", "vllm", "serve"),
-        install="compressed-tensors",
-    ),
-)})
+_REGISTERED: dict[str, FormatSpec] = {}
+
+
+def register(spec: FormatSpec) -> FormatSpec:
+    """Called by a format's module with its entry, where it is defined (``SPEC = register(FormatSpec(…))``)."""
+    if spec.name not in ARTIFACTS or spec.name == BASELINE.name:
+        raise ValueError(f"{spec.converter}: format {spec.name!r} is not declared in invoker.formats (one line there: "
+                         "how its artifacts are recognised and which runtime loads them)")
+    _REGISTERED[spec.name] = spec
+    return spec
+
+
+class _Registry(Mapping):
+    """Every format but the baseline, in ``invoker.formats``' order; a format's entry is what its module
+    ``convert/formats/<name>.py`` registers, imported the first time the entry is asked for."""
+
+    def __iter__(self):
+        return (name for name in ARTIFACTS if name != BASELINE.name)
+
+    def __len__(self) -> int:
+        return len(ARTIFACTS) - 1
+
+    def __contains__(self, name: object) -> bool:
+        return name in ARTIFACTS and name != BASELINE.name
+
+    def __getitem__(self, name: str) -> FormatSpec:
+        if name not in self:
+            raise KeyError(name)
+        if name not in _REGISTERED:
+            importlib.import_module(f"{__name__}.{name}")  # convert/formats/<name>.py registers its entry
+            if name not in _REGISTERED:
+                raise LookupError(f"convert/formats/{name}.py does not register a FormatSpec named {name!r}")
+        return _REGISTERED[name]
+
+
+FORMATS: Mapping[str, FormatSpec] = _Registry()
 
 
 def get(name: str) -> FormatSpec:
@@ -183,14 +177,3 @@ def get(name: str) -> FormatSpec:
     if name not in FORMATS:
         raise ValueError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}")
     return FORMATS[name]
-
-
-def check_runtimes(runtimes: Mapping[str, tuple[str, str, tuple[str, ...]]]) -> list[str]:
-    """Where the registry and ``invoker.runtimes.RUNTIMES`` disagree: each format must be loaded by its runtime."""
-    problems = []
-    for spec in (BASELINE, *FORMATS.values()):
-        if spec.runtime not in runtimes:
-            problems.append(f"{spec.name}: runtime {spec.runtime!r} is not in invoker.runtimes.RUNTIMES")
-        elif spec.name not in runtimes[spec.runtime][2]:
-            problems.append(f"{spec.name}: runtime {spec.runtime!r} does not list it among the formats it loads")
-    return problems
