@@ -257,6 +257,8 @@ def train(args: argparse.Namespace) -> Path:
     from tqdm import tqdm
 
     model.train()
+    if args.checkpoint_activations:  # recompute each layer in the backward pass: memory of one layer, not thirty
+        model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     running = log["curve"][-1]["loss"] if log["curve"] else None
     began = time.time() - log["seconds"]
     bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, desc="finetune", unit="step")
@@ -332,6 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="times each conversation of BFCL's live categories (train side of live_split) joins the training set")
     p.add_argument("--init-adapter", help="start from this adapter's weights (ignored when --work holds a checkpoint)")
     p.add_argument("--max-tokens", type=int, default=640)
+    p.add_argument("--checkpoint-activations", action="store_true",
+                   help="recompute activations in the backward pass (a batch of 8 x 1024 tokens otherwise holds ~20 GB)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=int, default=32)
     p.add_argument("--steps", type=int, default=1500)
