@@ -56,7 +56,7 @@ def validate_manifest(manifest: dict) -> list[str]:
     for key in ("verified", "release"):
         if key in manifest and not isinstance(manifest[key], bool):
             problems.append(f"{key}: must be true or false")
-    for key in ("source", "calibration", "tools", "files", "eval", "bench", "gate", "fidelity"):
+    for key in ("source", "calibration", "tools", "files", "eval", "bench", "gate", "fidelity", "failures"):
         if key in manifest and not isinstance(manifest[key], dict):
             problems.append(f"{key}: must be an object")
     files = manifest.get("files")
@@ -175,6 +175,7 @@ class Manifest:
     conversion: dict = field(default_factory=dict)
     fidelity: dict = field(default_factory=dict)  # the fidelity stage's distance from fp16 (pipelines.fidelity)
     release: bool | None = None  # set by the gate stage: False for a variant the recipe keeps out of a release
+    failures: dict = field(default_factory=dict)  # stage -> why its job's process died; cleared when it next succeeds
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -182,7 +183,7 @@ class Manifest:
         problems = validate_manifest(data)
         if problems:
             raise ManifestError("; ".join(problems))
-        named = {key: data[key] for key in (*REQUIRED_KEYS, "conversion", "fidelity", "release") if key in data}
+        named = {key: data[key] for key in (*REQUIRED_KEYS, "conversion", "fidelity", "release", "failures") if key in data}
         named["files"] = {name: FileEntry(sha256=entry["sha256"], bytes=entry["bytes"]) for name, entry in data["files"].items()}
         return cls(**named, extra={key: value for key, value in data.items() if key not in named})
 
@@ -194,6 +195,8 @@ class Manifest:
             data["fidelity"] = self.fidelity
         if self.release is not None:
             data["release"] = self.release
+        if self.failures:
+            data["failures"] = self.failures
         return {**data, **self.extra}
 
     @property

@@ -44,6 +44,9 @@ def gate_variant(*, manifest: Manifest, baseline: Manifest | None, settings: Gat
                   "weak_baseline": settings.weak_baseline, "alpha": settings.alpha,
                   "answer_mean_kl": settings.kld_for(bits_per_weight), "bits_per_weight": bits_per_weight}
     verdict = {"suite": suite, "thresholds": thresholds, "baseline": None, "checks": []}
+    if manifest.failures:  # a stage's process died on this variant: nothing it would have measured can be judged
+        failed = "; ".join(f"{stage} failed: {why}" for stage, why in manifest.failures.items())
+        return {**verdict, "verified": False, "reason": f"not verified: {failed}"}
     metrics = manifest.metrics(suite)
     if not metrics.get("n"):
         return {**verdict, "verified": False, "reason": f"not verified: no eval of suite {suite!r} in the manifest "

@@ -349,7 +349,7 @@ def stage_eval(ws: Workspace, log: RunLog) -> None:
                 inputs=lambda variant_dir: {"files": load_manifest(variant_dir).to_dict()["files"],
                                             "suites": settings.suites, "limits": limits,
                                             "max_tokens": settings.max_tokens, "seed": settings.seed},
-                jobs=jobs, work=eval_variant, at_once=ws.at_once, verb="evaluated")
+                jobs=jobs, work=eval_variant, at_once=ws.at_once, verb="evaluated", isolate=True)
 
 
 def eval_variant(job: EvalJob) -> str:
@@ -376,7 +376,7 @@ def eval_variant(job: EvalJob) -> str:
 
 @dataclass(frozen=True)
 class FidelityJob:
-    """One variant's fidelity, in this process (the reference is held in memory)."""
+    """One variant's fidelity, in a worker process of this machine (the reference goes with it)."""
 
     variant_dir: Path
     reference: object  # pipelines.fidelity's reference: fp16's top-k log-probs
@@ -398,7 +398,7 @@ def stage_fidelity(ws: Workspace, log: RunLog) -> None:
                                                         cache_dir=ws.state_dir / "fidelity", progress=ws.progress)
     about = {"suite": ws.recipe.gate_suite, "cases": len(records), "top_k": settings.top_k,
              "sha256": sha256_file(reference_file)}
-    run_per_dir(ws, log, "fidelity", dirs=variant_dirs, noun="variants", verb="measured", remote=False,
+    run_per_dir(ws, log, "fidelity", dirs=variant_dirs, noun="variants", verb="measured", remote=False, isolate=True,
                 outputs=lambda variant_dir: manifest_fields(variant_dir, ("fidelity",)),
                 inputs=lambda variant_dir: {"files": load_manifest(variant_dir).to_dict()["files"], "reference": about},
                 jobs=lambda dirs: [FidelityJob(variant_dir=d, reference=reference, about=about) for d in dirs],
@@ -450,7 +450,7 @@ def stage_bench(ws: Workspace, log: RunLog) -> None:
                 inputs=lambda variant_dir: {"files": load_manifest(variant_dir).to_dict()["files"],
                                             "settings": settings.__dict__},
                 jobs=lambda dirs: [BenchJob(variant_dir=d, settings=settings) for d in dirs], work=bench_variant,
-                verb="measured")
+                verb="measured", isolate=True)
 
 
 def bench_variant(job: BenchJob) -> str:
@@ -501,6 +501,7 @@ def stage_gate(ws: Workspace, log: RunLog) -> None:
     def inputs(variant_dir: Path) -> dict:
         manifest, baseline, variant = load_manifest(variant_dir), load_manifest(ws.baseline_dir), ws.variant_at(variant_dir)
         return {"eval": manifest.eval.get(suite), "baseline": baseline.eval.get(suite), "suite": suite,
+                "failures": manifest.failures,
                 "fidelity": manifest.fidelity.get("answer"), "settings": settings.to_dict(),
                 "bits_per_weight": variant.bits_per_weight, "release": variant.release}
 

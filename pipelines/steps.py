@@ -1,4 +1,4 @@
-"""How the pipeline's stages run: the one skip rule, the run's lock and log, and worker processes.
+"""How the pipeline's stages run: the one skip rule, the run's lock and log, and where jobs run (``pipelines.workers``).
 
 **The skip rule.** Every unit of work — a shared stage (calibrate, a format's shared base, the report)
 or one dir of a per-variant stage (convert, eval, bench, gate) — is a ``Step``: the hash of its inputs,
@@ -14,12 +14,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import multiprocessing
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +25,7 @@ from tqdm import tqdm
 
 from invoker.files import sha256_text, write_json_atomic
 from invoker.manifest import read_manifest
+from pipelines.workers import run_isolated
 
 STATE_DIR = ".pipeline"  # the run's state: lock, records, shared outputs (dot-named: never a variant)
 RECORDS_DIR = "records"
@@ -158,46 +156,37 @@ def remove_stale_temps(out_dir: Path) -> list[Path]:
 
 
 def run_jobs(work: Callable, items: list, *, jobs_n: int | None, desc: str, progress: bool, log: RunLog,
-             finished: Callable[[object], None] = lambda item: None, cluster=None) -> int:
-    """``work(item)`` for each item: in this process (jobs 1), in ``jobs_n`` worker processes, or as tasks on a Ray
-    ``cluster`` (``pipelines.cluster.RayCluster``; ``jobs_n`` at a time, None: as many as its resources allow).
+             finished: Callable[[object], None] = lambda item: None, cluster=None, isolate: bool = False,
+             failed: Callable[[object, str], None] | None = None, label: Callable[[object], str] = str) -> int:
+    """``work(item)`` for each item: in this process (jobs 1), in ``jobs_n`` worker processes
+    (``pipelines.workers``; always there when ``isolate``), or as tasks on a Ray ``cluster``
+    (``pipelines.cluster.RayCluster``; ``jobs_n`` at a time, None: as many as its resources allow).
 
     Each result (a one-line summary) is logged and ``finished(item)`` called (in this process: it records the
-    step) as soon as its item is done, its outputs in place; returns how many ran.
+    step) as soon as its item is done, its outputs in place. A job whose worker process died (a native crash,
+    an OOM kill) is logged as failed with the cause, naming ``label(item)``, and handed to ``failed``; the
+    other jobs go on, and its step stays unrecorded, so a rerun retries it. Returns how many finished.
     """
     bar = tqdm(total=len(items), desc=desc, unit="variant", disable=not progress or not items, file=sys.stderr)
+    ran = 0
     try:
         if cluster is not None:
-            done = cluster.run(work, items, at_once=jobs_n)
-        elif jobs_n <= 1 or len(items) <= 1:
-            done = ((work(item), item) for item in items)
+            done = ((item, line, None) for line, item in cluster.run(work, items, at_once=jobs_n))
+        elif isolate or (jobs_n > 1 and len(items) > 1):
+            done = run_isolated(work, items, jobs_n=jobs_n if jobs_n and jobs_n > 1 else 1)
         else:
-            done = in_processes(work, items, jobs_n=jobs_n)
-        for line, item in done:
-            log.line(f"  {line}")
-            finished(item)
+            done = ((item, work(item), None) for item in items)
+        for item, line, cause in done:
+            if cause is None:
+                log.line(f"  {line}")
+                finished(item)
+                ran += 1
+            else:
+                log.line(f"  {label(item)}: FAILED, its worker process died with {cause}; the other variants go on, "
+                         "a rerun retries this one")
+                if failed is not None:
+                    failed(item, cause)
             bar.update()
-        return len(items)
+        return ran
     finally:
         bar.close()
-
-
-def in_processes(work: Callable, items: list, *, jobs_n: int) -> Iterator[tuple[str, object]]:
-    """``(work(item), item)`` as each finishes, from ``jobs_n`` spawned worker processes."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs_n, mp_context=context, initializer=init_worker, initargs=(jobs_n,)) as pool:
-        futures = {pool.submit(work, item): item for item in items}
-        for future in as_completed(futures):
-            yield future.result(), futures[future]
-
-
-def init_worker(jobs_n: int) -> None:
-    """A worker dies with the run (Linux ``PR_SET_PDEATHSIG``) and shares the CPUs with the other workers."""
-    import ctypes
-    import signal
-
-    import torch
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs_n))

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from convert.formats import BASELINE, FormatSpec
+from invoker.formats import get as artifact_format
+from invoker.manifest import MANIFEST_NAME, load_manifest, write_manifest
 from pipelines.cluster import RayCluster
 from pipelines.recipe import Recipe, VariantSpec, baseline_variant
 from pipelines.steps import STATE_DIR, RunLog, Step, run_jobs, step
@@ -103,13 +105,15 @@ class Workspace:
 
 def run_per_dir(ws: Workspace, log: RunLog, stage: str, *, dirs: list[Path], inputs: Callable[[Path], dict],
                 outputs: Callable[[Path], dict | None], jobs: Callable[[list[Path]], list], work: Callable[[object], str],
-                verb: str, noun: str = "dirs", at_once: int | None = 1, remote: bool = True,
+                verb: str, noun: str = "dirs", at_once: int | None = 1, remote: bool = True, isolate: bool = False,
                 also: tuple[int, int] = (0, 0), head: Callable[[], str] | None = None) -> int:
     """The one per-directory skeleton of convert, eval, fidelity, bench and gate: a ``Step`` per dir (the skip
     rule), the due dirs made into ``jobs`` and run ``at_once`` at a time (``run_jobs``: this process, worker
     processes or, when ``remote``, Ray tasks), each step recorded as its job lands, then one summary line:
     ``<stage>: <n> <noun>, <ran> <verb>, <rest> up to date, in <t> s``. ``also``: (done, dirs) handled outside the
-    skeleton (convert's fp16); ``head`` replaces ``<n> <noun>``. Returns how many jobs ran."""
+    skeleton (convert's fp16); ``head`` replaces ``<n> <noun>``. ``isolate``: every job in a worker process, so a
+    native crash fails that dir alone (recorded in its manifest's ``failures``, retried by the next run).
+    Returns how many jobs finished."""
     started = time.perf_counter()
     steps = {}
     for target in dirs:
@@ -117,10 +121,35 @@ def run_per_dir(ws: Workspace, log: RunLog, stage: str, *, dirs: list[Path], inp
         if ws.due(unit):
             steps[target] = unit
     todo = jobs(list(steps)) if steps else []
-    records = {id(job): unit for job, unit in zip(todo, steps.values())}
-    run_jobs(work, todo, jobs_n=at_once, desc=stage, progress=ws.progress, log=log, cluster=ws.cluster if remote else None,
-             finished=lambda job: records[id(job)].record_done())
-    ran, total = len(todo) + also[0], len(dirs) + also[1]
+    records = {id(job): (target, unit) for job, (target, unit) in zip(todo, steps.items())}
+
+    def finished(job) -> None:
+        target, unit = records[id(job)]
+        note_failure(target, stage=stage, cause=None)
+        unit.record_done()
+
+    finished_n = run_jobs(work, todo, jobs_n=at_once, desc=stage, progress=ws.progress, log=log,
+                   cluster=ws.cluster if remote else None, finished=finished, isolate=isolate,
+                   failed=lambda job, cause: note_failure(records[id(job)][0], stage=stage,
+                                                          cause=f"the {runtime_of(ws, records[id(job)][0])} runtime's process "
+                                                                f"died with {cause}"),
+                   label=lambda job: f"{records[id(job)][0].name} ({runtime_of(ws, records[id(job)][0])} runtime)")
+    ran, total = finished_n + also[0], len(dirs) + also[1]
     log.line(f"{stage}: {head() if head else f'{total} {noun}'}, {ran} {verb}, {total - ran} up to date, "
              f"in {time.perf_counter() - started:.1f} s")
-    return len(todo)
+    return finished_n
+
+
+def runtime_of(ws: Workspace, variant_dir: Path) -> str:
+    """The runtime that loads the variant in ``variant_dir`` (``invoker.formats``)."""
+    return artifact_format(ws.variant_at(variant_dir).format).runtime
+
+
+def note_failure(variant_dir: Path, *, stage: str, cause: str | None) -> None:
+    """Record in the variant's manifest that ``stage``'s process died on it (``cause``), or clear that record
+    (None): the gate refuses a variant with a recorded failure and the report shows it."""
+    manifest = load_manifest(variant_dir) if (variant_dir / MANIFEST_NAME).exists() else None
+    if manifest is None or manifest.failures.get(stage) == cause:
+        return
+    failures = {key: value for key, value in manifest.failures.items() if key != stage}
+    write_manifest(variant_dir, replace(manifest, failures={**failures, **({stage: cause} if cause else {})}))

@@ -135,3 +135,25 @@ def test_outcomes_of_other_cases_are_never_paired():
     data["eval"][SUITE]["outcomes"]["cases_sha256"] = "0" * 64  # evaluated on other cases
     verdict = gate(Manifest.from_dict(data), baseline)
     assert verdict["verified"] is True and "paired" not in verdict["reason"]
+
+
+def test_a_variant_whose_stage_process_died_is_refused_with_the_cause_and_cleared_when_it_succeeds(tmp_path):
+    """What the pipeline records when a runtime's worker dies on a variant (pipelines.workspace.note_failure):
+    the gate refuses it naming the stage and the signal, the manifest round-trips it, a later success clears it."""
+    from dataclasses import replace
+
+    from invoker.manifest import load_manifest, write_manifest
+    from pipelines.workspace import note_failure
+
+    variant_dir = tmp_path / "gguf-Q4_K_M"
+    variant_dir.mkdir()
+    write_manifest(variant_dir, replace(manifest(call=0.9, name=1.0, json_valid=1.0), files={}))
+    note_failure(variant_dir, stage="bench", cause="the llama.cpp runtime's process died with SIGSEGV (signal 11)")
+    crashed = load_manifest(variant_dir)
+    assert crashed.failures == {"bench": "the llama.cpp runtime's process died with SIGSEGV (signal 11)"}
+    verdict = gate(crashed, manifest(call=0.9, name=1.0, json_valid=1.0))
+    assert verdict["verified"] is False
+    assert verdict["reason"] == "not verified: bench failed: the llama.cpp runtime's process died with SIGSEGV (signal 11)"
+    note_failure(variant_dir, stage="bench", cause=None)
+    assert load_manifest(variant_dir).failures == {} and "failures" not in load_manifest(variant_dir).to_dict()
+    assert gate(load_manifest(variant_dir), manifest(call=0.9, name=1.0, json_valid=1.0))["verified"] is True
