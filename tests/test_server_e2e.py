@@ -271,3 +271,25 @@ def test_bounded_load_leaves_the_server_healthy(server):
         assert_health_fast(health)
         assert (state["running"], state["waiting"]) == (0, 0)
     assert max(rss) < rss[0] + (128 << 20), rss
+
+
+OPENAI_WEATHER = {"type": "function", "function": {
+    "name": "get_current_weather", "description": "Get the current weather in a given location",
+    "parameters": {"type": "object", "properties": {
+        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["location"]}}}
+
+
+def test_openais_documentation_example_gets_a_tool_call_unforced(server):
+    """OpenAI's function-calling guide, as a user first tries it against `make serve`: one tool, "What's the
+    weather like in Boston, MA?", tool_choice left to the model. The bundled model calls the tool."""
+    if server.path != TINY_INVOKER:
+        pytest.skip("the bundled fp16 model only (models/tiny-invoker, built by make setup)")
+    response = client(server).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "What's the weather like in Boston, MA?"}],
+        tools=[OPENAI_WEATHER], temperature=0)
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls", choice.message.content
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_current_weather"
+    assert "boston" in json.loads(call.function.arguments)["location"].lower()

