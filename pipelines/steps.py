@@ -173,7 +173,7 @@ def run_jobs(work: Callable, items: list, *, jobs_n: int | None, desc: str, prog
         if cluster is not None:
             done = ((item, line, None) for line, item in cluster.run(work, items, at_once=jobs_n))
         elif isolate or (jobs_n > 1 and len(items) > 1):
-            done = run_isolated(work, items, jobs_n=jobs_n if jobs_n and jobs_n > 1 else 1)
+            done = run_isolated(work, items, jobs_n=max(1, jobs_n or 1))
         else:
             done = ((item, work(item), None) for item in items)
         for item, line, cause in done:

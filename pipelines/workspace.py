@@ -123,17 +123,22 @@ def run_per_dir(ws: Workspace, log: RunLog, stage: str, *, dirs: list[Path], inp
     todo = jobs(list(steps)) if steps else []
     records = {id(job): (target, unit) for job, (target, unit) in zip(todo, steps.items())}
 
+    def label(job) -> str:
+        return f"{records[id(job)][0].name} ({runtime_of(ws, records[id(job)][0])} runtime)"
+
     def finished(job) -> None:
         target, unit = records[id(job)]
-        note_failure(target, stage=stage, cause=None)
+        if isolate:  # only isolated stages record failures; a success clears its own
+            note_failure(target, stage=stage, cause=None)
         unit.record_done()
 
+    def failed(job, cause: str) -> None:
+        target = records[id(job)][0]
+        note_failure(target, stage=stage, cause=f"the {runtime_of(ws, target)} runtime's process died with {cause}")
+
     finished_n = run_jobs(work, todo, jobs_n=at_once, desc=stage, progress=ws.progress, log=log,
-                   cluster=ws.cluster if remote else None, finished=finished, isolate=isolate,
-                   failed=lambda job, cause: note_failure(records[id(job)][0], stage=stage,
-                                                          cause=f"the {runtime_of(ws, records[id(job)][0])} runtime's process "
-                                                                f"died with {cause}"),
-                   label=lambda job: f"{records[id(job)][0].name} ({runtime_of(ws, records[id(job)][0])} runtime)")
+                          cluster=ws.cluster if remote else None, finished=finished, isolate=isolate, failed=failed,
+                          label=label)
     ran, total = finished_n + also[0], len(dirs) + also[1]
     log.line(f"{stage}: {head() if head else f'{total} {noun}'}, {ran} {verb}, {total - ran} up to date, "
              f"in {time.perf_counter() - started:.1f} s")
