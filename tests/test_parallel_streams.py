@@ -42,8 +42,11 @@ def test_concurrent_streams_each_equal_their_single_stream_output(single, parall
 
 
 def test_more_streams_than_slots_wait_their_turn_and_all_finish(single, parallel):
-    prompts = BATCH_PROMPTS * 2 + BATCH_PROMPTS[:1]  # 9 streams of different budgets, 4 slots: rows join and leave
-    params = [GenerationParams(max_tokens=6 + 3 * index, ignore_eos=True) for index in range(len(prompts))]
+    # 9 streams of different budgets, 4 slots: rows join and leave. A later stream reuses an earlier one's cells
+    # for its shared prompt prefix, so (as below) its logits differ from single-stream ones in the last float bits
+    # and this random model's chaotic greedy text may diverge after ~25 tokens (seen in CI at 26): budgets stay ≤ 22.
+    prompts = BATCH_PROMPTS * 2 + BATCH_PROMPTS[:1]
+    params = [GenerationParams(max_tokens=6 + 2 * index, ignore_eos=True) for index in range(len(prompts))]
     assert together(parallel, prompts, params) == [generate(single, p, q) for p, q in zip(prompts, params)]
     assert parallel._parallel._running == {}  # every stream left its slot
 
