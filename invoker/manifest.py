@@ -53,12 +53,22 @@ def validate_manifest(manifest: dict) -> list[str]:
     problems = [f"{key}: missing" for key in REQUIRED_KEYS if key not in manifest]
     if "format" in manifest and manifest["format"] not in ARTIFACTS:
         problems.append(f"format: {manifest['format']!r} is not one of {', '.join(ARTIFACTS)}")
+    if "variant" in manifest and variant_name_problem(manifest["variant"]):
+        problems.append(f"variant: {variant_name_problem(manifest['variant'])}, got {json.dumps(manifest['variant'])[:80]}")
     for key in ("verified", "release"):
         if key in manifest and not isinstance(manifest[key], bool):
             problems.append(f"{key}: must be true or false")
     for key in ("source", "calibration", "tools", "files", "eval", "bench", "gate", "fidelity", "failures"):
         if key in manifest and not isinstance(manifest[key], dict):
             problems.append(f"{key}: must be an object")
+    gate, source = manifest.get("gate"), manifest.get("source")
+    if isinstance(gate, dict) and gate.get("suite") is not None and not isinstance(gate["suite"], str):
+        problems.append("gate.suite: must be a suite name (a string)")
+    if isinstance(gate, dict) and "reason" in gate and not isinstance(gate["reason"], str):
+        problems.append("gate.reason: must be a string")
+    parameters = source.get("parameters") if isinstance(source, dict) else None
+    if parameters is not None and (isinstance(parameters, bool) or not isinstance(parameters, int) or parameters <= 0):
+        problems.append(f"source.parameters: must be a positive integer, got {json.dumps(parameters)[:80]}")
     files = manifest.get("files")
     for name, entry in (files.items() if isinstance(files, dict) else ()):
         name_problem = file_name_problem(name)
@@ -71,6 +81,17 @@ def validate_manifest(manifest: dict) -> list[str]:
         elif isinstance(entry["bytes"], bool) or not isinstance(entry["bytes"], int) or entry["bytes"] < 0:
             problems.append(f"files.{name}.bytes: must be a non-negative integer, got {entry['bytes']!r}")
     return problems
+
+
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,99}$")
+
+
+def variant_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a variant's name, or None. It becomes part of file names (``Modelfile.<variant>``,
+    ``imatrix-<variant>.gguf``) and repo ids, so it is one plain word: letters, digits and ``._+@-``."""
+    if not isinstance(name, str) or not VARIANT_NAME.match(name) or ".." in name:
+        return "must be a name of letters, digits and ._+@- (at most 100, not starting with a symbol, no '..')"
+    return None
 
 
 def file_name_problem(name: object) -> str | None:

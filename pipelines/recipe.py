@@ -8,6 +8,7 @@ parsed by their format's entry in the registry (``convert.formats``). Format: do
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -181,6 +182,8 @@ def load_recipe(path: str | Path, *, model: str | None = None) -> Recipe:
         raise RecipeError(f"{path}: not readable ({err})") from None
     except tomllib.TOMLDecodeError as err:
         raise RecipeError(f"{path}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: not a recipe: its tables or arrays nest too deeply for a TOML reader") from None
     if model is not None:
         data["source"] = source_override(source=data.get("source"), model=model)
     try:
@@ -397,6 +400,12 @@ def check_suite(suite: str, *, key: str) -> None:
         path = Path(suite[len("jsonl:") :])
         if not suite[len("jsonl:") :] or not path.is_file():
             raise RecipeError(f"{key}: {suite!r}: no such file {str(path)!r} (jsonl:PATH names a JSONL file of cases)")
+        from invoker.data.loaders import DataError, load_conversations
+
+        try:  # read now, so a file that holds no cases fails here, not after the conversions
+            load_conversations(path, limit=1)
+        except (DataError, OSError, UnicodeDecodeError, ValueError) as err:
+            raise RecipeError(f"{key}: {suite!r}: not a JSONL file of cases ({str(err)[:200]})") from None
         return
     if suite.startswith("bfcl:"):
         from pipelines.bfcl import BfclDataError, find_data_file, package_data_dir, parse_suite_name
@@ -425,13 +434,13 @@ def parse_bench(table: dict) -> BenchSettings:
         raise RecipeError(f"bench.devices: must be a non-empty list of 'cpu' / 'cuda', got {devices!r}")
     threads = table.get("threads")
     if threads is not None:
-        _int_at_least(threads, key="bench.threads", minimum=1)
+        _int_at_least(threads, key="bench.threads", minimum=1, maximum=4096)
     return BenchSettings(
         devices=tuple(devices),
         prompt_tokens=_int_at_least(table.get("prompt_tokens", 128), key="bench.prompt_tokens", minimum=2),
         gen_tokens=_int_at_least(table.get("gen_tokens", 128), key="bench.gen_tokens", minimum=2),
-        runs=_int_at_least(table.get("runs", 5), key="bench.runs", minimum=1),
-        warmup=_int_at_least(table.get("warmup", 1), key="bench.warmup", minimum=0),
+        runs=_int_at_least(table.get("runs", 5), key="bench.runs", minimum=1, maximum=1000),
+        warmup=_int_at_least(table.get("warmup", 1), key="bench.warmup", minimum=0, maximum=1000),
         threads=threads,
     )
 
@@ -445,9 +454,10 @@ def parse_gate(table: dict, *, suites: tuple[str, ...] | None) -> GateSettings:
     for key in numbers:
         value = table.get(key, getattr(defaults, key))
         upper = None if key.startswith("kld") else 1
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
                 or (upper is not None and value > upper)):
-            raise RecipeError(f"gate.{key}: must be a number in [0, {upper or 'inf'}], got {value!r}")
+            bounds = "[0, inf)" if upper is None else f"[0, {upper}]"
+            raise RecipeError(f"gate.{key}: must be a number in {bounds}, got {value!r}")
         values[key] = float(value)
     suite = table.get("suite")
     if suite is not None and suites is not None and suite not in suites:
@@ -459,7 +469,7 @@ def parse_fidelity(table: dict) -> FidelitySettings:
     _no_unknown_keys(table, key="fidelity", valid=("limit", "top_k"))
     defaults = FidelitySettings()
     return FidelitySettings(limit=_int_at_least(table.get("limit", defaults.limit), key="fidelity.limit", minimum=1),
-                            top_k=_int_at_least(table.get("top_k", defaults.top_k), key="fidelity.top_k", minimum=1))
+                            top_k=_int_at_least(table.get("top_k", defaults.top_k), key="fidelity.top_k", minimum=1, maximum=1000))
 
 
 def _table(data: dict, key: str) -> dict:
@@ -475,7 +485,9 @@ def _no_unknown_keys(table: dict, *, key: str, valid: tuple[str, ...]) -> None:
         raise RecipeError(f"{key}.{unknown[0]}: unknown key; valid: {', '.join(valid)}")
 
 
-def _int_at_least(value: object, *, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RecipeError(f"{key}: must be an integer >= {minimum}, got {value!r}")
+def _int_at_least(value: object, *, key: str, minimum: int, maximum: int = 1_000_000) -> int:
+    """An integer in ``[minimum, maximum]``; the upper bound keeps a typo (``runs = 10**12``) from
+    becoming work that never ends."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise RecipeError(f"{key}: must be an integer in [{minimum}, {maximum}], got {value!r}")
     return value

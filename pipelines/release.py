@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from convert.formats import BASELINE, FormatSpec, get
 from invoker.files import sha256_file
 from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest
@@ -137,6 +139,11 @@ def plan_repos(*, release: Release, namespace: str) -> list[RepoPlan]:
     for variant in publishable:
         spec = variant.spec
         repo_id = f"{namespace}/{spec.repo_name(model=release.model, variant=variant.manifest.variant)}"
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as err:
+            raise PublishError(f"{release.out_dir}: its variants would go to {repo_id!r}, not a valid Hub repo id ({err}); "
+                               "the repo name comes from the output dir's name: rename the dir") from None
         plans.setdefault(repo_id, RepoPlan(repo_id=repo_id, spec=spec, variants=[])).variants.append(variant)
     for plan in plans.values():
         plan.files = repo_files(plan=plan)

@@ -340,3 +340,38 @@ def test_a_failed_publish_leaves_no_bundle_behind(out_dir, tmp_path, no_network)
     with pytest.raises(PublishError):
         publish(out_dir=out_dir, namespace="test", dry_run=existing, log=lambda _: None, warn=lambda _: None)
     assert list(existing.iterdir()) == []
+
+
+@pytest.mark.parametrize("variant", ["x/../../../../../../tmp/somewhere/ESCAPED", "Q8_0/x", "..", ".hidden", "", None, 8,
+                                     ["Q8_0"], {"a": 1}, "a b"])
+def test_a_variant_name_that_is_not_one_plain_word_is_refused_before_anything_is_written(out_dir, tmp_path, no_network,
+                                                                                         capsys, variant):
+    target = tmp_path / "escape"
+    manifest_path = out_dir / "gguf-Q8_0" / "manifest.json"
+    rewrite_manifest(out_dir / "gguf-Q8_0", lambda m: m.update(variant=variant))
+    dest = tmp_path / "rel"
+    assert main(["publish", str(out_dir), "--namespace", "test", "--dry-run", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert f"{manifest_path}: variant: must be a name of letters, digits" in err and "Traceback" not in err
+    assert not dest.exists() and not target.exists() and not (Path("/tmp/somewhere") / "ESCAPED").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m["gate"].update(suite=["synthetic"]), "gate.suite: must be a suite name"),
+    (lambda m: m["source"].update(parameters="135M"), "source.parameters: must be a positive integer"),
+    (lambda m: m["source"].update(parameters=-3), "source.parameters: must be a positive integer"),
+])
+def test_manifest_fields_of_the_wrong_type_are_one_clean_error(out_dir, tmp_path, no_network, capsys, change, message):
+    rewrite_manifest(out_dir / "gguf-Q8_0", change)
+    assert main(["publish", str(out_dir), "--namespace", "test", "--dry-run", str(tmp_path / "rel")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_out_dir_whose_name_is_no_valid_repo_name_is_refused_naming_the_dir(out_dir, tmp_path, no_network, capsys):
+    spaced = out_dir.parent / "tiny invoker"
+    out_dir.rename(spaced)
+    assert main(["publish", str(spaced), "--namespace", "test", "--dry-run", str(tmp_path / "rel")]) == 2
+    err = capsys.readouterr().err
+    assert "'test/tiny invoker-GGUF', not a valid Hub repo id" in err and "rename the dir" in err
+    assert not (tmp_path / "rel").exists()

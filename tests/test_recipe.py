@@ -72,15 +72,21 @@ def test_bad_variants_are_refused_naming_the_entry_and_the_valid_choices(tmp_pat
         ('[gate]\nratio_8bit = "high"\n', "gate.ratio_8bit: must be a number in [0, 1]"),
         ('[gate]\nsuite = "bfcl:simple"\n', "gate.suite: 'bfcl:simple' is not one of eval.suites (synthetic)"),
         ("[gate]\nratio = 0.9\n", "gate.ratio: unknown key; valid: ratio_8bit"),
-        ("[eval]\nlimit = 0\n", "eval.limit: must be an integer >= 1, got 0"),
+        ("[eval]\nlimit = 0\n", "eval.limit: must be an integer in [1, 1000000], got 0"),
         ('[eval]\nlimits = { "bfcl:simple" = 5 }\n', "eval.limits: 'bfcl:simple' is not one of eval.suites (synthetic)"),
-        ('[eval]\nlimits = { "synthetic" = 0 }\n', "eval.limits.'synthetic': must be an integer >= 1, got 0"),
-        ("[gate]\nkld_4bit = -1\n", "gate.kld_4bit: must be a number in [0, inf], got -1"),
+        ('[eval]\nlimits = { "synthetic" = 0 }\n', "eval.limits.'synthetic': must be an integer in [1, 1000000], got 0"),
+        ("[gate]\nkld_4bit = -1\n", "gate.kld_4bit: must be a number in [0, inf), got -1"),
         ("[gate]\nalpha = 2\n", "gate.alpha: must be a number in [0, 1], got 2"),
-        ("[fidelity]\nlimit = 0\n", "fidelity.limit: must be an integer >= 1, got 0"),
+        # non-finite numbers: with ratio_8bit = nan every ratio check passed
+        ("[gate]\nratio_8bit = nan\n", "gate.ratio_8bit: must be a number in [0, 1], got nan"),
+        ("[gate]\nalpha = nan\n", "gate.alpha: must be a number in [0, 1], got nan"),
+        ("[gate]\nkld_8bit = inf\n", "gate.kld_8bit: must be a number in [0, inf), got inf"),
+        ("[bench]\nruns = 1000000000000\n", "bench.runs: must be an integer in [1, 1000], got 1000000000000"),
+        ("[fidelity]\ntop_k = 1000000000\n", "fidelity.top_k: must be an integer in [1, 1000], got 1000000000"),
+        ("[fidelity]\nlimit = 0\n", "fidelity.limit: must be an integer in [1, 1000000], got 0"),
         ("[fidelity]\ncases = 5\n", "fidelity.cases: unknown key; valid: limit, top_k"),
         ('[eval]\nsuites = ["mmlu"]\n', "eval.suites[0]: unknown suite 'mmlu'"),
-        ("[bench]\nruns = 0\n", "bench.runs: must be an integer >= 1, got 0"),
+        ("[bench]\nruns = 0\n", "bench.runs: must be an integer in [1, 1000], got 0"),
         ('[bench]\ndevices = ["tpu"]\n', "bench.devices: must be a non-empty list of 'cpu' / 'cuda'"),
         ('[convert]\ndevice = "gpu"\n', "convert.device: must be 'auto', 'cpu' or 'cuda', got 'gpu'"),
         ('[convert]\ndevices = ["cuda"]\n', "convert.devices: unknown key; valid: device"),
@@ -91,6 +97,20 @@ def test_bad_variants_are_refused_naming_the_entry_and_the_valid_choices(tmp_pat
 def test_out_of_range_settings_are_refused_naming_the_key(tmp_path, model_dir, body, message):
     with pytest.raises(RecipeError, match=re.escape(message)):
         load_recipe(write_recipe(tmp_path, model_dir, body))
+
+
+def test_a_jsonl_suite_that_holds_no_cases_is_refused_before_any_work(tmp_path, model_dir):
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(RecipeError, match=re.escape(f"eval.suites[0]: 'jsonl:{passwd}': not a JSONL file of cases")):
+        load_recipe(write_recipe(tmp_path, model_dir, f'[eval]\nsuites = ["jsonl:{passwd}"]\n'))
+
+
+def test_a_recipe_nested_too_deeply_is_one_clean_error(tmp_path):
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RecipeError, match=re.escape(f"{recipe}: not a recipe: its tables or arrays nest too deeply")):
+        load_recipe(recipe)
 
 
 def test_a_missing_source_is_refused_before_any_work(tmp_path, model_dir):

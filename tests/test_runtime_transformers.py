@@ -290,3 +290,49 @@ def test_generate_batch_rows_stop_at_their_own_eos_and_leave_the_batch(runtime, 
 def test_generate_batch_refuses_a_prompt_over_the_context(runtime):
     with pytest.raises(ValueError, match="longer than the model's context"):
         runtime.generate_batch([PROMPT, "word " * 3000], GenerationParams(max_tokens=4))
+
+
+# --- damaged checkpoints are one clean error, never a traceback or a huge allocation (issue 24) ----------
+
+
+def _damaged_copy(tmp_path, source, change):
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(source, copy)
+    change(copy)
+    return copy
+
+
+def _set_config(**values):
+    def change(copy):
+        config = json.loads((copy / "config.json").read_text())
+        config.update(values)
+        (copy / "config.json").write_text(json.dumps(config))
+    return change
+
+
+def _weights(edit):
+    def change(copy):
+        weights = copy / "model.safetensors"
+        weights.write_bytes(edit(weights.read_bytes()))
+    return change
+
+
+@pytest.mark.parametrize(("change", "file", "message"), [
+    (_weights(lambda data: data[: len(data) // 2]), "model.safetensors", "not a readable safetensors file"),
+    (_weights(lambda data: (1 << 62).to_bytes(8, "little") + data[8:]), "model.safetensors", "not a readable safetensors file"),
+    (_weights(lambda data: (20).to_bytes(8, "little") + b"this is not json !!!" + data[28:]), "model.safetensors",
+     "not a readable safetensors file"),
+    (_set_config(hidden_size=10**9), "config.json", "hidden_size must be an integer in [1, 131072], got 1000000000"),
+    (_set_config(num_hidden_layers=-3), "config.json", "num_hidden_layers must be an integer in [1, 4096], got -3"),
+    (_set_config(vocab_size="many"), "config.json", "vocab_size must be an integer"),
+])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, tiny_random_model, capsys, change, file, message):
+    from pipelines.cli import main
+
+    damaged = _damaged_copy(tmp_path, tiny_random_model, change)
+    assert main(["eval", str(damaged), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged / file}: " in err and message in err, err
+    assert "Traceback" not in err

@@ -55,6 +55,7 @@ class TransformersRuntime(ParallelStreams):
         torch_device = _check_device(device)
         if dtype is None:
             dtype = torch.float32 if torch_device.type == "cpu" else "auto"
+        check_checkpoint(model_path)
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype)
         model.to(torch_device)
@@ -238,3 +239,35 @@ def _checkpoint_format(model_path: Path) -> str:
         return checkpoint_format(config)
     except ModelFormatError:
         return str(config["quantization_config"]["quant_method"]).lower()
+
+
+# config.json sizes a loader allocates by: each a positive integer below a bound no real model reaches, so a
+# damaged or hostile config is a clear error instead of a multi-terabyte allocation or a negative-size crash
+CONFIG_SIZES = {"hidden_size": 1 << 17, "intermediate_size": 1 << 20, "num_hidden_layers": 1 << 12,
+                "num_attention_heads": 1 << 12, "num_key_value_heads": 1 << 12, "vocab_size": 1 << 24,
+                "max_position_embeddings": 1 << 24, "head_dim": 1 << 12}
+
+
+def check_checkpoint(model_path: Path) -> None:
+    """Before transformers reads a checkpoint dir: ``config.json`` is a JSON object whose sizes (``CONFIG_SIZES``)
+    are sane, and every ``*.safetensors`` file has a header safetensors accepts (length, JSON, offsets within the
+    file). A ``ModelFormatError`` naming the file otherwise; reads headers only."""
+    from safetensors import SafetensorError, safe_open
+
+    config_path = model_path / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFormatError(f"{config_path}: not readable JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{config_path}: must hold a JSON object")
+    for key, bound in CONFIG_SIZES.items():
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= bound):
+            raise ModelFormatError(f"{config_path}: {key} must be an integer in [1, {bound}], got {json.dumps(value)[:40]}")
+    for weights in sorted(model_path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as err:
+            raise ModelFormatError(f"{weights}: not a readable safetensors file ({err})") from None
