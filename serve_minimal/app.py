@@ -14,6 +14,7 @@ Everything the app needs is passed in; nothing is global, so tests build as many
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from fastapi.responses import Response, StreamingResponse
 from invoker.runtimes import Chunk, Runtime
 from serve_minimal.completion import AnswerBuilder, CompletionPlan, completion_id, log_answer, plan_completion
 from serve_minimal.errors import APIError, SafeJSONResponse, bad_request, error_body, install_error_handlers
-from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit, free_memory_trimmer
+from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit, Planner, free_memory_trimmer
 from serve_minimal.metrics import RequestCounter, ServerMetrics
 from serve_minimal.schemas import (
     ChatCompletion,
@@ -58,6 +59,7 @@ class Server:
             max_waiting=settings.max_queue,
             max_wait_seconds=settings.queue_timeout,
         )
+        self.planner = Planner(limit=self.queue.slots + settings.max_queue)
         self.metrics = ServerMetrics()
         self.started = int(time.time())
         self._trim = free_memory_trimmer()
@@ -144,8 +146,10 @@ async def list_models(server: Server = Depends(get_server)) -> ModelList:
 
 async def chat_completions(body: ChatCompletionRequest, request: Request, server: Server = Depends(get_server)):
     started = time.perf_counter()
-    # Validating functions, rendering, tokenizing and building the grammar take milliseconds: off the loop.
-    plan = await asyncio.to_thread(plan_completion, body, runtime=server.runtime, constrained=server.settings.constrained)
+    # Validating functions, rendering, tokenizing and building the grammar take milliseconds (a hostile schema's
+    # pattern work at most MAX_PATTERN_SECONDS): off the loop, on the planner's bounded threads.
+    plan = await server.planner.run(
+        functools.partial(plan_completion, body, runtime=server.runtime, constrained=server.settings.constrained))
     run = GenerationRun(server=server, plan=plan, request=request)
     planned = time.perf_counter()
     await run.open()

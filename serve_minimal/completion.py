@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from invoker.constrain import ConstraintError, answer_grammar, answer_prefill
 from invoker.functions import FunctionSchemaError, functions_from_tools, validate_arguments, validate_functions
+from invoker.json_schema import pattern_budget
 from invoker.json_values import JSONValueError, check_json_value
 from invoker.prompt import PromptError, render_prompt
 from invoker.runtimes import GenerationParams, Runtime
@@ -46,7 +47,13 @@ class CompletionPlan:
 
 
 def plan_completion(request: ChatCompletionRequest, *, runtime: Runtime, constrained: bool) -> CompletionPlan:
-    """Check ``request`` and build its plan; every problem is an ``APIError`` (400) naming the field."""
+    """Check ``request`` and build its plan; every problem is an ``APIError`` (400) naming the field. All the
+    pattern matching its schemas cause shares one time budget (``pattern_budget``)."""
+    with pattern_budget():
+        return _plan(request, runtime=runtime, constrained=constrained)
+
+
+def _plan(request: ChatCompletionRequest, *, runtime: Runtime, constrained: bool) -> CompletionPlan:
     check_values(request)
     check_supported(request)
     functions, style = offered_functions(request)

@@ -7,6 +7,7 @@
   the API docs stay open.
 - ``AdmissionQueue``: at most ``slots`` generations run at once; later requests wait in arrival order
   (FIFO) — at most ``max_waiting`` of them, each at most ``max_wait_seconds`` — else 429.
+- ``Planner``: checking and planning requests, on threads of its own, as many at once as the queue admits.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import hmac
 import json
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from serve_minimal.errors import APIError, error_body
 
 RETRY_AFTER_SECONDS = "1"
+T = TypeVar("T")
 
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -192,6 +196,28 @@ class AdmissionQueue:
             self._waiters.remove(waiter)
         except ValueError:
             pass
+
+
+class Planner:
+    """Where requests are checked and planned (schemas, patterns, rendering, tokenizing, the grammar): threads of
+    its own, never the event loop's default pool that answers use, and bounded like generation — at most
+    ``limit`` (max concurrency + max queue) at once; beyond, 429 at once. Each plan's schema work shares one
+    time budget (``plan_completion``), so hostile schemas cost a bounded share of the server, not its workers."""
+
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="plan")
+
+    async def run(self, function: Callable[[], T]) -> T:
+        if self.active >= self.limit:
+            raise _busy(f"the server is busy: {self.active} requests being checked (max concurrency + max queue "
+                        f"= {self.limit}); retry later", code="queue_full")
+        self.active += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function)
+        finally:
+            self.active -= 1
 
 
 def _busy(message: str, *, code: str) -> APIError:

@@ -332,3 +332,52 @@ def test_a_catastrophic_pattern_does_not_stall_the_server():
     assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
     assert "invoker_schema_invalid_calls_total 1.0" in metrics  # not validated in time: counted, logged
     assert len(timings) >= 5 and max(timings) < 1.0, timings
+
+
+def test_checking_requests_runs_on_threads_of_its_own_bounded_like_the_queue(monkeypatch):
+    """Planning (schemas, patterns, grammar) once ran on the loop's default pool (min(32, cpus + 4) threads): six
+    hostile schemas on 2 cores held an unrelated request 11 s, and --max-queue did not count them."""
+    import serve_minimal.app as app_module
+
+    release = threading.Event()
+    real = app_module.plan_completion
+
+    def plan(body, **options):
+        if body.messages[-1].content == "hostile":
+            release.wait(30)  # a schema whose checking takes long
+        return real(body, **options)
+
+    monkeypatch.setattr(app_module, "plan_completion", plan)
+    app = create_app(runtime=ScriptedRuntime(text_output("ok")),
+                     settings=ServerSettings(model_name="m", max_concurrency=1, max_queue=39))  # 40 plans at once
+    planner = app.state.server.planner
+
+    def body(content):
+        return {"model": "m", "messages": [{"role": "user", "content": content}]}
+
+    async def scenario(url):
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as client:
+            async def settle(active):
+                for _ in range(500):
+                    if planner.active == active:
+                        return
+                    await asyncio.sleep(0.01)
+                raise AssertionError(f"{planner.active} plans running, expected {active}")
+
+            post = lambda content, **kw: client.post(url + "/v1/chat/completions", json=body(content), **kw)  # noqa: E731
+            hostile = [asyncio.create_task(post("hostile")) for _ in range(33)]  # more than any default pool
+            await settle(33)
+            unrelated = await post("hello", timeout=10)
+            assert unrelated.status_code == 200, unrelated.text
+            hostile += [asyncio.create_task(post("hostile")) for _ in range(7)]
+            await settle(40)
+            refused = await post("hello", timeout=10)
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full", refused.text
+            release.set()
+            assert [r.status_code for r in await asyncio.gather(*hostile)] == [200] * 40
+
+    try:
+        with live_server(app) as url:
+            asyncio.run(scenario(url))
+    finally:
+        release.set()
