@@ -25,7 +25,7 @@ from fastapi.responses import Response, StreamingResponse
 from invoker.runtimes import Chunk, Runtime
 from serve_minimal.completion import AnswerBuilder, CompletionPlan, completion_id, log_answer, plan_completion
 from serve_minimal.errors import APIError, SafeJSONResponse, bad_request, error_body, install_error_handlers
-from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit, Planner, free_memory_trimmer
+from serve_minimal.limits import AdmissionQueue, ApiKeyGate, BodySizeLimit, Planner, free_memory_trimmer, redact_access_log
 from serve_minimal.metrics import RequestCounter, ServerMetrics
 from serve_minimal.schemas import (
     ChatCompletion,
@@ -105,8 +105,9 @@ def create_app(*, runtime: Runtime, settings: ServerSettings) -> FastAPI:
         version="0.1.0",
     )
     app.state.server = server
+    redact_access_log()
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyGate, api_key=settings.api_key)
     app.add_middleware(RequestCounter, metrics=server.metrics)  # the last added runs first: counts every answer
@@ -214,7 +215,7 @@ class GenerationRun:
             self._first = await anext(self._chunks)
         except ValueError as err:
             self.close()
-            raise bad_request(str(err), param=getattr(err, "field", None)) from None
+            raise bad_request(str(err), param=getattr(err, "field", None), code="invalid_request") from None
         except BaseException:
             self.close()
             raise

@@ -97,15 +97,16 @@ def check_supported(request: ChatCompletionRequest) -> None:
     """Combinations the request schema cannot express. (Parameters we cannot honour beyond their
     neutral value — n, penalties, logprobs, logit_bias — are bounded in the schema itself.)"""
     if request.functions is not None and request.tools is not None:
-        raise bad_request("give either functions (legacy) or tools, not both", param="tools")
+        raise bad_request("give either functions (legacy) or tools, not both", param="tools", code="conflicting_parameters")
     if request.function_call is not None and request.functions is None:
-        raise bad_request("function_call needs functions", param="function_call")
+        raise bad_request("function_call needs functions", param="function_call", code="missing_required_parameter")
     if request.tool_choice is not None and request.tools is None:
-        raise bad_request("tool_choice needs tools", param="tool_choice")
+        raise bad_request("tool_choice needs tools", param="tool_choice", code="missing_required_parameter")
     if request.stream_options is not None and not request.stream:
-        raise bad_request("stream_options needs stream: true", param="stream_options")
+        raise bad_request("stream_options needs stream: true", param="stream_options", code="missing_required_parameter")
     if request.max_tokens is not None and request.max_completion_tokens not in (None, request.max_tokens):
-        raise bad_request("max_tokens and max_completion_tokens differ; give one", param="max_completion_tokens")
+        raise bad_request("max_tokens and max_completion_tokens differ; give one", param="max_completion_tokens",
+                          code="conflicting_parameters")
 
 
 def offered_functions(request: ChatCompletionRequest) -> tuple[list[dict], str | None]:
@@ -128,12 +129,12 @@ def tool_choice(request: ChatCompletionRequest, *, functions: list[dict], style:
         return ("auto" if functions else "none"), None
     if isinstance(raw, str):
         if raw != "none" and not functions:
-            raise bad_request(f"{param}: {raw!r} needs at least one function", param=param)
+            raise bad_request(f"{param}: {raw!r} needs at least one function", param=param, code="invalid_value")
         return raw, None
     name = raw.function.name if style == "tools" else raw.name
     if name not in {function["name"] for function in functions}:
         known = ", ".join(function["name"] for function in functions) or "none"
-        raise bad_request(f"{param}: function {name!r} is not among the functions ({known})", param=param)
+        raise bad_request(f"{param}: function {name!r} is not among the functions ({known})", param=param, code="invalid_value")
     return "function", name
 
 
@@ -142,7 +143,7 @@ def render_conversation(request: ChatCompletionRequest, *, functions: list[dict]
     try:
         return render_prompt(messages, functions=functions or None)
     except PromptError as err:
-        raise bad_request(str(err), param=err.field) from None
+        raise bad_request(str(err), param=err.field, code="invalid_value") from None
 
 
 def message_dict(message) -> dict:
@@ -200,7 +201,7 @@ def generation_params(request: ChatCompletionRequest, *, max_tokens: int, gramma
             grammar=grammar,
         )
     except ValueError as err:
-        raise bad_request(str(err)) from None
+        raise bad_request(str(err), code="invalid_value") from None
 
 
 # --- output -> answer --------------------------------------------------------------------------

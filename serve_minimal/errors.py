@@ -48,7 +48,8 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
-def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+def bad_request(message: str, *, param: str | None = None, code: str) -> APIError:
+    """A 400; every one carries a machine-readable ``code`` (clients branch on it, not on the message)."""
     return APIError(400, message, param=param, code=code)
 
 

@@ -1,13 +1,15 @@
 """What keeps a server up under bad input and load: body size, API key, and the admission queue.
 
 - ``BodySizeLimit``: an ASGI middleware answering 413 for a body over the limit, whether announced by
-  ``Content-Length`` or sent chunked (the body is read up to the limit, then replayed to the app).
+  ``Content-Length`` or sent chunked (the body is read up to the limit, then replayed to the app), and 408
+  for a body that does not arrive in time.
 - ``ApiKeyGate``: ``Authorization: Bearer KEY`` compared in constant time, before the body is read or
   parsed (a request without the key learns nothing about its body); 401 otherwise. ``/health`` and
   the API docs stay open.
 - ``AdmissionQueue``: at most ``slots`` generations run at once; later requests wait in arrival order
   (FIFO) — at most ``max_waiting`` of them, each at most ``max_wait_seconds`` — else 429.
 - ``Planner``: checking and planning requests, on threads of its own, as many at once as the queue admits.
+- ``RedactQuery``: the access log never shows a query string (a key a client put in the URL).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import ctypes
 import hmac
 import json
+import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,11 +60,14 @@ def has_api_key(authorization: str | None, *, api_key: str) -> bool:
 
 
 class BodySizeLimit:
-    """Refuse request bodies larger than ``max_bytes`` with an OpenAI-shaped 413."""
+    """Refuse request bodies larger than ``max_bytes`` with an OpenAI-shaped 413, and bodies that take longer
+    than ``timeout`` seconds to arrive with a 408 (a client that opens many sockets and sends slowly holds
+    nothing for long)."""
 
-    def __init__(self, app, *, max_bytes: int) -> None:
+    def __init__(self, app, *, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -71,7 +77,14 @@ class BodySizeLimit:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(send, size=f"{declared} bytes")
             return
-        body, complete = await _read_body(receive, limit=self.max_bytes)
+        try:
+            async with asyncio.timeout(self.timeout):
+                body, complete = await _read_body(receive, limit=self.max_bytes)
+        except TimeoutError:
+            body = error_body(message=f"the request body did not arrive within {self.timeout:g} s",
+                              type="invalid_request_error", code="request_timeout")
+            await _send_json(send, status=408, body=body, headers=[(b"connection", b"close")])
+            return
         if not complete:
             await self._refuse(send, size=f"more than {self.max_bytes} bytes")
             return
@@ -218,6 +231,25 @@ class Planner:
             return await asyncio.get_running_loop().run_in_executor(self._pool, function)
         finally:
             self.active -= 1
+
+
+class RedactQuery(logging.Filter):
+    """Access-log lines without query strings: no route of this API reads one, so a query can only carry what
+    a client put there by mistake (``?api_key=sk-…``), which must not reach a log file. uvicorn's access
+    record has the path as its third argument."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[query removed]", *args[3:])
+        return True
+
+
+def redact_access_log(logger: logging.Logger | None = None) -> None:
+    """Install ``RedactQuery`` on uvicorn's access logger (once)."""
+    logger = logger or logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactQuery) for existing in logger.filters):
+        logger.addFilter(RedactQuery())
 
 
 def _busy(message: str, *, code: str) -> APIError:

@@ -41,6 +41,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds a request may wait for a slot before 429 (default: {defaults.queue_timeout:g})")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=defaults.max_body_bytes,
                         help=f"largest accepted request body (default: {defaults.max_body_bytes})")
+    parser.add_argument("--body-timeout", type=_positive_float, default=defaults.body_timeout,
+                        help=f"seconds a client may take to send its request body before 408 (default: {defaults.body_timeout:g})")
     parser.add_argument("--no-constrained", dest="constrained", action="store_false",
                         help="do not constrain function calls to their JSON Schema (a request can still ask)")
     parser.add_argument("--model-name", default=None, help="model id reported by the API (default: the path's name)")
@@ -79,6 +81,7 @@ def app_from_args(args: argparse.Namespace):
         max_queue=args.max_queue,
         queue_timeout=args.queue_timeout,
         max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
         constrained=args.constrained,
     )
     return create_app(runtime=runtime, settings=settings)
@@ -136,6 +139,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 

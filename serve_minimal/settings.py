@@ -13,6 +13,7 @@ class ServerSettings:
     max_queue: int = 16  # requests waiting for a slot; beyond, 429
     queue_timeout: float = 60.0  # seconds a request may wait for a slot; beyond, 429
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
+    body_timeout: float = 30.0  # seconds a client may take to send its body; beyond, 408 and the socket closes
     constrained: bool = True  # constrain calls to their function's JSON Schema (a request may override)
 
     def __post_init__(self) -> None:

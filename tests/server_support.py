@@ -200,12 +200,12 @@ class SilentListener:
 
 
 @contextmanager
-def live_server(app, *, timeout: float = 30.0):
+def live_server(app, *, timeout: float = 30.0, log_level: str = "warning"):
     """Run ``app`` with a real uvicorn on a free loopback port in a thread; yields its base URL."""
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -46,6 +46,7 @@ def test_no_input_makes_the_server_fail(case):
     if response.status_code >= 400:
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["message"]
+        assert isinstance(error["code"], str) and error["code"], error  # clients branch on the code
     case.validate_response(response, excluded_checks=[positive_data_acceptance])
 
 
@@ -187,6 +188,7 @@ def test_hostile_requests_never_get_a_5xx_or_touch_the_network(body, arguments):
     if response.status_code >= 400:
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["message"]
+        assert isinstance(error["code"], str) and error["code"], error  # clients branch on the code
     elif body.get("stream"):
         assert response.text.rstrip().endswith("data: [DONE]") and '"server_error"' not in response.text, response.text
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 
@@ -381,3 +382,37 @@ def test_checking_requests_runs_on_threads_of_its_own_bounded_like_the_queue(mon
             asyncio.run(scenario(url))
     finally:
         release.set()
+
+
+def test_a_key_put_in_the_url_never_reaches_the_access_log(capfd):
+    app = create_app(runtime=ScriptedRuntime(text_output("ok")), settings=ServerSettings(model_name="m", api_key="sk-real"))
+    with live_server(app, log_level="info") as url:  # uvicorn's own access log, as `make serve` runs it
+        for path in ("/v1/models?api_key=sk-leaked-1", "/health?key=sk-leaked-2&x=1"):
+            assert httpx.get(url + path, headers={"Authorization": "Bearer sk-real"}).status_code == 200
+    captured = capfd.readouterr()
+    log = captured.out + captured.err
+    assert '"GET /v1/models?[query removed] HTTP/1.1" 200' in log and '"GET /health?[query removed] HTTP/1.1" 200' in log, log
+    assert "sk-leaked" not in log
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408_and_its_socket_closes():
+    import socket
+
+    app = create_app(runtime=ScriptedRuntime(text_output("ok")), settings=ServerSettings(model_name="m", body_timeout=0.5))
+    with live_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = []
+        for _ in range(5):  # announce 100 bytes, send 10, then nothing
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"model\": ")
+            stalled.append(sock)
+        started = time.monotonic()
+        for sock in stalled:
+            reply = b""
+            while chunk := sock.recv(4096):  # until the server closes it
+                reply += chunk
+            sock.close()
+            assert reply.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in reply, reply
+        assert time.monotonic() - started < 5  # closed after the timeout, not held
+        assert httpx.get(url + "/health").status_code == 200
