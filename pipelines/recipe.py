@@ -174,6 +174,21 @@ class Recipe:
 def load_recipe(path: str | Path, *, model: str | None = None) -> Recipe:
     """Read and validate the recipe at ``path``; ``model`` (a local dir or a Hub id) replaces its source."""
     path = Path(path)
+    data = read_recipe_toml(path)
+    if model is not None:
+        data["source"] = source_override(source=data.get("source"), model=model)
+    try:
+        return parse_recipe(data, path=path)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+
+
+MAX_EXTENDS = 8
+
+
+def read_recipe_toml(path: Path, *, chain: tuple[Path, ...] = ()) -> dict:
+    """The recipe's TOML as a dict, with ``extends = "other.toml"`` (relative to this file) applied: the other
+    recipe's keys first, then this one's — a top-level value replaces the other's, a table is merged key by key."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -184,12 +199,19 @@ def load_recipe(path: str | Path, *, model: str | None = None) -> Recipe:
         raise RecipeError(f"{path}: not valid TOML ({err})") from None
     except RecursionError:
         raise RecipeError(f"{path}: not a recipe: its tables or arrays nest too deeply for a TOML reader") from None
-    if model is not None:
-        data["source"] = source_override(source=data.get("source"), model=model)
-    try:
-        return parse_recipe(data, path=path)
-    except RecipeError as err:
-        raise RecipeError(f"{path}: {err}") from None
+    if "extends" not in data:
+        return data
+    extends = data.pop("extends")
+    if not isinstance(extends, str) or not extends:
+        raise RecipeError(f"{path}: extends: must be the path of another recipe file, got {extends!r}")
+    parent = (path.parent / extends).resolve()
+    chain = (*chain, path.resolve())
+    if parent in chain or len(chain) > MAX_EXTENDS:
+        raise RecipeError(f"{path}: extends: {' -> '.join(map(str, (*chain, parent)))} does not end in a recipe of its own")
+    merged = read_recipe_toml(parent, chain=chain)
+    for key, value in data.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
 
 
 def source_override(*, source: object, model: str) -> dict:

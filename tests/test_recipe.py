@@ -29,9 +29,13 @@ def model_dir(tmp_path) -> Path:
 def test_shipped_recipes_load_with_every_product_variant():
     tiny = load_recipe(RECIPES / "tiny-invoker.toml")
     assert tiny.name == "tiny-invoker"
-    assert {v.name for v in tiny.variants} >= {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M",
-                                               "gptq:4bit-g128", "awq:4bit-g128", "ct:w4a16-g128"}
+    mission = {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M", "gptq:4bit-g128", "awq:4bit-g128"}
+    assert {v.name for v in tiny.variants} == mission  # make quantize's 45-minute budget: the mission's formats
     assert [v.dir_name for v in tiny.variants][:2] == ["gguf-F16", "gguf-Q8_0"]
+    full = load_recipe(RECIPES / "tiny-invoker-full.toml")  # extends the default: same name, same out dir
+    assert full.name == tiny.name and full.eval == tiny.eval and full.gate == tiny.gate and full.source == tiny.source
+    assert {v.name for v in full.variants} == mission | {"gguf:Q4_K_M-noimatrix", "ct:w4a16-g128"}
+    assert [v.name for v in full.variants if not v.release] == ["gguf:Q4_K_M-noimatrix"]
     big = load_recipe(RECIPES / "invoker-13b.toml")
     assert big.source.hub == "jeffrey-fong/invoker-13b" and big.source.revision
     assert {v.name for v in big.variants} == {"gguf:F16", "gguf:Q8_0", "gguf:Q5_K_M", "gguf:Q4_K_M",
@@ -44,7 +48,7 @@ def test_gate_thresholds_follow_the_bits_of_each_variant():
     ratios = {v.name: recipe.gate.ratio_for(v.bits_per_weight) for v in recipe.variants}
     assert ratios["gguf:F16"] == ratios["gguf:Q8_0"] == 0.98
     assert ratios["gguf:Q5_K_M"] == ratios["gguf:Q4_K_M"] == ratios["gptq:4bit-g128"] == ratios["awq:4bit-g128"] == 0.90
-    assert ratios["ct:w4a16-g128"] == 0.90
+    assert "ct:w4a16-g128" not in ratios
 
 
 @pytest.mark.parametrize(
@@ -104,6 +108,21 @@ def test_a_jsonl_suite_that_holds_no_cases_is_refused_before_any_work(tmp_path, 
     passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(RecipeError, match=re.escape(f"eval.suites[0]: 'jsonl:{passwd}': not a JSONL file of cases")):
         load_recipe(write_recipe(tmp_path, model_dir, f'[eval]\nsuites = ["jsonl:{passwd}"]\n'))
+
+
+def test_a_recipe_extends_another_its_tables_merged_key_by_key(tmp_path, model_dir):
+    base = write_recipe(tmp_path, model_dir, "[eval]\nlimit = 7\nmax_tokens = 64\n[gate]\nratio_4bit = 0.8\n")
+    child = tmp_path / "child.toml"
+    child.write_text(f'extends = "{base.name}"\nvariants = ["gguf:Q8_0"]\n[eval]\nlimit = 9\n')
+    recipe = load_recipe(child)
+    assert [v.name for v in recipe.variants] == ["gguf:Q8_0"]  # a top-level value replaces the parent's
+    assert (recipe.eval.limit, recipe.eval.max_tokens, recipe.gate.ratio_4bit) == (9, 64, 0.8)  # tables merge
+    base.write_text(f'extends = "{child.name}"\n')
+    with pytest.raises(RecipeError, match="extends: .* does not end in a recipe of its own"):
+        load_recipe(child)
+    child.write_text('extends = "absent.toml"\n')
+    with pytest.raises(RecipeError, match="absent.toml: no such recipe file"):
+        load_recipe(child)
 
 
 def test_a_recipe_nested_too_deeply_is_one_clean_error(tmp_path):
