@@ -55,7 +55,8 @@ serve: setup
 
 # The staged pipeline (docs/PIPELINE.md): every variant of $(RECIPE) built, evaluated, benchmarked, gated and
 # reported into $(OUT); a rerun skips what is done. Another model: MODEL=owner/name RECIPE=path make quantize.
-# `make gguf` / `gptq` / `awq` / `ct` build one format (fp16 baseline included); JOBS=N converts N variants at once;
+# `make gguf` / `gptq` / `awq` / `ct` build every variant of one format (fp16 baseline included) of the full recipe
+# (tiny-invoker-full.toml: the default's plus the no-imatrix ablation and ct) unless RECIPE is given; JOBS=N converts N variants at once;
 # RAY=HEAD:6379 (or auto) runs the convert, eval and bench jobs on a Ray cluster instead (docs/SCALE.md).
 RECIPE ?= pipelines/recipes/tiny-invoker.toml
 JOBS   ?= 1
@@ -64,6 +65,7 @@ QUANTIZE = $(BIN)/invoker-pack quantize --recipe $(RECIPE) --out $(OUT) --jobs $
 quantize: setup
 	$(QUANTIZE)
 
+gguf gptq awq ct: RECIPE = $(if $(filter command line environment,$(origin RECIPE)),$(RECIPE),pipelines/recipes/tiny-invoker-full.toml)
 gguf gptq awq ct: setup
 	$(QUANTIZE) --only $@
 
