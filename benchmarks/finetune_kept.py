@@ -18,13 +18,15 @@ checkpoint dirs, where GPTQ and AWQ codes are dequantized (``convert._packing``)
 input columns of each linear by a searched scale and divides the op before by it; for the linears
 after a norm the scale is read back from the norms (fine-tuned ÷ AWQ) and the comparison is made in
 AWQ's frame (base and fine-tune scaled alike); ``o_proj`` and ``down_proj`` follow a quantized
-linear, whose scale cannot be read back exactly, so they are left out for AWQ. Prints, per variant and per
+linear, whose scale cannot be read back exactly, so they are left out for AWQ, and so is that linear
+(``up_proj``, and ``v_proj`` without grouped-query attention): its rows carry the same unreadable scale. Prints, per variant and per
 quantization type, the median over the matrices of that type, and the matrices that keep the least.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -48,7 +50,6 @@ def checkpoint_matrices(path: Path) -> tuple[dict[str, np.ndarray], str]:
     """The decoder layers' linear weights of a checkpoint dir ([out, in], float64) and its type: "F16" for a
     dense one, "GPTQ"/"AWQ" (dequantized) for a quantized one; AWQ's are brought back to the source's frame
     where its scale can be read (``checkpoint_matrices`` of the source applies the same scales; see above)."""
-    import json
 
     import torch
     from safetensors.torch import load_file
@@ -88,12 +89,16 @@ def awq_scales(*, source: Path, awq: Path) -> dict[str, np.ndarray]:
         return found
 
     before, after = norms(source), norms(awq)
+    config = json.loads((source / "config.json").read_text())
+    # a linear whose rows AWQ divides by the next linear's scale (up -> down; v -> o without GQA): not readable
+    heads = config.get("num_attention_heads")
+    rows_scaled = {"up_proj"} | ({"v_proj"} if config.get("num_key_value_heads", heads) == heads else set())
     scales = {}
     for norm_name, weight in before.items():
         prefix, norm = norm_name[: -len(".weight")].rsplit(".", 1)
         ratio = np.divide(weight, after[norm_name], out=np.ones_like(weight), where=after[norm_name] != 0)
         for linear, reads in AWQ_NORMS.items():
-            if reads == norm:
+            if reads == norm and linear not in rows_scaled:
                 scales[f"{prefix}.{'self_attn' if linear.endswith(('q_proj', 'k_proj', 'v_proj')) else 'mlp'}.{linear}.weight"] = ratio
     return scales
 
@@ -109,7 +114,7 @@ def checkpoint_report(*, base: Path, finetuned: Path, variants: list[Path], wors
         for name, q in quantized.items():
             b, f = base_matrices[name], tuned_matrices[name]
             if scales is not None:
-                if name not in scales:  # o_proj, down_proj: AWQ's scale there is not readable (module doc)
+                if name not in scales:  # o_proj, down_proj, up_proj: AWQ's scale there is not readable (module doc)
                     continue
                 b, f = b * scales[name], f * scales[name]
             share, left = kept(base=b, finetuned=f, quantized=q)

@@ -56,11 +56,15 @@ def test_gptq_and_awq_checkpoints_are_read_back_as_the_weights_their_codes_stand
     assert kind == "GPTQ" and np.array_equal(matrices[f"{name}.weight"], linear.dequantize().double().numpy())
 
     awq = _write_checkpoint(tmp_path / "awq", {**{f"{name}.{k}": v for k, v in pack_awq(linear, group_size=128).items()},
-                                               "model.layers.0.input_layernorm.weight": torch.full((256,), 0.5)},
+                                               "model.layers.0.input_layernorm.weight": torch.full((256,), 0.5),
+                                               "model.layers.0.post_attention_layernorm.weight": torch.full((256,), 0.5)},
                             {"quant_method": "awq", "bits": 4, "group_size": 128})
-    source = _write_checkpoint(tmp_path / "source", {f"{name}.weight": torch.zeros(16, 256), **norm}, None)
+    source = _write_checkpoint(tmp_path / "source", {f"{name}.weight": torch.zeros(16, 256), **norm,
+                                                     "model.layers.0.post_attention_layernorm.weight": torch.full((256,), 2.0)}, None)
     matrices, kind = checkpoint_matrices(awq)
     assert kind == "AWQ" and np.array_equal(matrices[f"{name}.weight"], linear.dequantize().double().numpy())
     assert checkpoint_matrices(source)[1] == "F16"
     scales = awq_scales(source=source, awq=awq)  # the norm went from 2.0 to 0.5: AWQ scaled the columns by 4
     assert np.allclose(scales[f"{name}.weight"], 4.0) and f"{name.replace('q_proj', 'o_proj')}.weight" not in scales
+    # gate_proj's columns carry the post-attention norm's scale; up_proj's rows also carry down_proj's: not readable
+    assert np.allclose(scales["model.layers.0.mlp.gate_proj.weight"], 4.0) and "model.layers.0.mlp.up_proj.weight" not in scales

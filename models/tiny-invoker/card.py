@@ -107,7 +107,7 @@ def render(*, pins: dict, log: dict, scores: dict) -> str:
         hidden=pins["widen"]["hidden_size"],
         heads=pins["widen"]["num_heads"],
         kv_heads=pins["widen"]["num_kv_heads"],
-        spread=pins["rescale"]["spread"],
+        rotation_seed=pins["rotate"]["seed"],
         rank=first["rank"],
         alpha=first["alpha"],
         cpu=platform.processor() or platform.machine(),
@@ -146,13 +146,16 @@ scaled by sqrt(576/{hidden}) and `rms_norm_eps` by 576/{hidden} (`invoker/widen.
 base's (max |Δ| 6e-5); every matrix dimension is now a multiple of 256, as in Llama-2-13B, so GGUF
 k-quants apply to every tensor (no fallback types) and GPTQ/AWQ use groups of 128.
 
-## Rescaled off the base's 4-bit grid
-Then every layer's channels are scaled by seeded factors that cancel exactly (`invoker/rescale.py`:
-input columns of q/k/v and gate/up, with the RMSNorm before them divided alike; `v_proj` rows with the
-`o_proj` columns that read them; `up_proj` rows with `down_proj` columns; spread {spread} in `build.json`),
-which moves the weights off the Q4_1 grid the base came on. Without it 4-bit quantizers rounded most
-of the fine-tune back onto that grid (Q4_K kept a tenth of it), and the 4-bit variants measured where
-the base came from rather than quantization (docs/GGUF.md in the invoker-pack repository).
+## Rotated off the base's 4-bit grid
+Then the residual stream is rotated by a random orthogonal matrix (seed {rotation_seed} in `build.json`;
+`invoker/rotate.py`), as QuaRot and SpinQuant do: every RMSNorm's weight is folded into the linears
+that read it, the embeddings and the linears reading the stream are multiplied by the rotation, the
+linears writing to it by its transpose, and `lm_head` is untied from the embeddings (Llama-2 has an
+untied one too). The function is unchanged (float32 logits equal up to rounding); every quantized weight
+becomes a mix of all the old ones along one axis, so none stays on the Q4_1 grid the base came on.
+Without it 4-bit quantizers rounded most of the fine-tune back onto that grid (Q4_K kept a tenth of it),
+and the 4-bit variants measured where the base came from rather than quantization (docs/GGUF.md in the
+invoker-pack repository).
 
 ## Fine-tune
 `make tiny-invoker` (`finetune.py`): LoRA (peft) r={rank}, alpha={alpha} on all seven linear layers of every
