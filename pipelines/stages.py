@@ -26,6 +26,7 @@ from convert.formats import BASELINE, FORMATS
 from invoker.files import atomic_output_dir, describe_files, link_or_copy, sha256_file, write_json_atomic
 from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_weights, tool_versions, write_manifest
 from pipelines.cluster import RayCluster, ray_cluster
+from pipelines.library_output import library_output_to
 from pipelines.recipe import BenchSettings, GateSettings, Recipe, VariantSpec
 from pipelines.steps import (
     STATE_DIR,
@@ -58,7 +59,7 @@ def run_pipeline(*, recipe: Recipe, out_dir: Path, only: tuple[str, ...] | None 
     log = RunLog(out_dir / LOG_DIR / f"quantize-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}.log")
     started = time.perf_counter()
     try:
-        with exclusive_run(out_dir), ray_cluster(ray) as cluster:
+        with exclusive_run(out_dir), library_output_to(log.path), ray_cluster(ray) as cluster:
             remove_stale_temps(out_dir)
             log.line(f"quantize {recipe.name}: recipe {recipe.path}, out {out_dir}, variants "
                      f"{', '.join(v.name for v in variants)}, jobs {jobs}{', force' if force else ''}")

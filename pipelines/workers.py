@@ -85,14 +85,18 @@ def serve(conn, threads: int) -> None:
 
 
 def init_worker(threads: int) -> None:
-    """A worker dies with the run (Linux ``PR_SET_PDEATHSIG``) and computes with ``threads`` torch threads."""
+    """A worker dies with the run (Linux ``PR_SET_PDEATHSIG``), computes with ``threads`` torch threads, and logs
+    the libraries' chatter where the run does (``pipelines.library_output``)."""
     import ctypes
 
     import torch
 
+    from pipelines.library_output import from_environment
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     torch.set_num_threads(threads)
+    from_environment()  # the libraries' warnings and bars into the run's log file, as in the driver
 
 
 def _picklable(value) -> bool:
