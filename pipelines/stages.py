@@ -26,6 +26,7 @@ from convert.formats import BASELINE, FORMATS
 from invoker.files import atomic_output_dir, describe_files, link_or_copy, sha256_file, write_json_atomic
 from invoker.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_weights, tool_versions, write_manifest
 from pipelines.cluster import RayCluster, ray_cluster
+from pipelines.eta import RunClock, expected_work
 from pipelines.library_output import library_output_to
 from pipelines.recipe import BenchSettings, GateSettings, Recipe, VariantSpec
 from pipelines.steps import (
@@ -67,8 +68,12 @@ def run_pipeline(*, recipe: Recipe, out_dir: Path, only: tuple[str, ...] | None 
                 log.line(cluster.describe())
             ws = prepare(recipe=recipe, variants=tuple(variants), out_dir=out_dir, force=force, jobs=jobs,
                          progress=progress, log=log, cluster=cluster)
+            ws = replace(ws, clock=RunClock(expected_work(ws)))
             for stage in STAGES:
                 stage(ws, log)
+                ws.clock.stage_done(stage.__name__.removeprefix("stage_").replace("_", " "))
+                if stage is not STAGES[-1]:
+                    log.line(ws.clock.describe())
             log.line(f"quantize {recipe.name}: done in {time.perf_counter() - started:.1f} s; log {log.path}")
             return json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     except BaseException as err:

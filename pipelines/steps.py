@@ -157,7 +157,8 @@ def remove_stale_temps(out_dir: Path) -> list[Path]:
 
 def run_jobs(work: Callable, items: list, *, jobs_n: int | None, desc: str, progress: bool, log: RunLog,
              finished: Callable[[object], None] = lambda item: None, cluster=None, isolate: bool = False,
-             failed: Callable[[object, str], None] | None = None, label: Callable[[object], str] = str) -> int:
+             failed: Callable[[object, str], None] | None = None, label: Callable[[object], str] = str,
+             note: Callable[[], str] | None = None) -> int:
     """``work(item)`` for each item: in this process (jobs 1), in ``jobs_n`` worker processes
     (``pipelines.workers``; always there when ``isolate``), or as tasks on a Ray ``cluster``
     (``pipelines.cluster.RayCluster``; ``jobs_n`` at a time, None: as many as its resources allow).
@@ -165,7 +166,8 @@ def run_jobs(work: Callable, items: list, *, jobs_n: int | None, desc: str, prog
     Each result (a one-line summary) is logged and ``finished(item)`` called (in this process: it records the
     step) as soon as its item is done, its outputs in place. A job whose worker process died (a native crash,
     an OOM kill) is logged as failed with the cause, naming ``label(item)``, and handed to ``failed``; the
-    other jobs go on, and its step stays unrecorded, so a rerun retries it. Returns how many finished.
+    other jobs go on, and its step stays unrecorded, so a rerun retries it. ``note()``, when given, is appended to
+    each job's line once the job is accounted for (the run's time left). Returns how many finished.
     """
     bar = tqdm(total=len(items), desc=desc, unit="variant", disable=not progress or not items, file=sys.stderr)
     ran = 0
@@ -178,14 +180,14 @@ def run_jobs(work: Callable, items: list, *, jobs_n: int | None, desc: str, prog
             done = ((item, work(item), None) for item in items)
         for item, line, cause in done:
             if cause is None:
-                log.line(f"  {line}")
                 finished(item)
+                log.line(f"  {line}{note() if note else ''}")
                 ran += 1
             else:
-                log.line(f"  {label(item)}: FAILED, its worker process died with {cause}; the other variants go on, "
-                         "a rerun retries this one")
                 if failed is not None:
                     failed(item, cause)
+                log.line(f"  {label(item)}: FAILED, its worker process died with {cause}; the other variants go on, "
+                         f"a rerun retries this one{note() if note else ''}")
             bar.update()
         return ran
     finally:

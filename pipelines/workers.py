@@ -97,6 +97,12 @@ def init_worker(threads: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     torch.set_num_threads(threads)
     from_environment()  # the libraries' warnings and bars into the run's log file, as in the driver
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing RLock (a POSIX semaphore); a worker killed with its run leaves it to
+    # the resource tracker, which warns "leaked semaphore objects" on the terminal. A worker's bars need no
+    # lock shared across processes.
+    tqdm.set_lock(threading.RLock())
 
 
 def _picklable(value) -> bool:

@@ -17,6 +17,7 @@ from convert.formats import BASELINE, FormatSpec
 from invoker.formats import get as artifact_format
 from invoker.manifest import MANIFEST_NAME, load_manifest, write_manifest
 from pipelines.cluster import RayCluster
+from pipelines.eta import RunClock
 from pipelines.recipe import Recipe, VariantSpec, baseline_variant
 from pipelines.steps import STATE_DIR, RunLog, Step, run_jobs, step
 
@@ -34,6 +35,7 @@ class Workspace:
     jobs: int = 1
     progress: bool = True
     cluster: RayCluster | None = None  # --ray: the convert, eval and bench jobs run as tasks there
+    clock: RunClock | None = None  # the whole run's time left (pipelines.eta)
 
     @property
     def at_once(self) -> int | None:
@@ -120,6 +122,8 @@ def run_per_dir(ws: Workspace, log: RunLog, stage: str, *, dirs: list[Path], inp
         unit = ws.step(stage, target=target.name, inputs=inputs(target), outputs=lambda target=target: outputs(target))
         if ws.due(unit):
             steps[target] = unit
+    if ws.clock:
+        ws.clock.skipped(stage, [target.name for target in dirs if target not in steps])
     todo = jobs(list(steps)) if steps else []
     records = {id(job): (target, unit) for job, (target, unit) in zip(todo, steps.items())}
 
@@ -128,17 +132,21 @@ def run_per_dir(ws: Workspace, log: RunLog, stage: str, *, dirs: list[Path], inp
 
     def finished(job) -> None:
         target, unit = records[id(job)]
+        if ws.clock:
+            ws.clock.done(stage, target.name)
         if isolate:  # only isolated stages record failures; a success clears its own
             note_failure(target, stage=stage, cause=None)
         unit.record_done()
 
     def failed(job, cause: str) -> None:
         target = records[id(job)][0]
+        if ws.clock:
+            ws.clock.done(stage, target.name)
         note_failure(target, stage=stage, cause=f"the {runtime_of(ws, target)} runtime's process died with {cause}")
 
     finished_n = run_jobs(work, todo, jobs_n=at_once, desc=stage, progress=ws.progress, log=log,
                           cluster=ws.cluster if remote else None, finished=finished, isolate=isolate, failed=failed,
-                          label=label)
+                          label=label, note=(lambda: f" ({ws.clock.describe()})") if ws.clock else None)
     ran, total = finished_n + also[0], len(dirs) + also[1]
     log.line(f"{stage}: {head() if head else f'{total} {noun}'}, {ran} {verb}, {total - ran} up to date, "
              f"in {time.perf_counter() - started:.1f} s")

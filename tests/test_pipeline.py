@@ -98,12 +98,25 @@ def last_log(out: Path) -> str:
     return sorted((out / "logs").glob("quantize-*.log"))[-1].read_text()
 
 
+FIRST_RUN = {}
+
+
 @pytest.fixture(scope="module")
 def finished(recipe, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted") / "tiny"
     result = run(recipe, out)
     assert result["returncode"] == 0, result["stderr"][-3000:]
+    FIRST_RUN.update(result)
     return out
+
+
+def test_the_terminal_shows_the_whole_runs_time_left_and_no_library_chatter(finished):
+    terminal = FIRST_RUN["stdout"] + FIRST_RUN["stderr"]
+    eta_lines = [line for line in terminal.splitlines() if "run: " in line and " min elapsed, " in line]
+    assert len(eta_lines) >= 7, terminal[-3000:]  # after every stage but the last, and after each job
+    assert any("min left" in line or "under a minute left" in line for line in eta_lines), eta_lines
+    for chatter in ("Loading weights", "FutureWarning", "UserWarning", "_pytree", "Failed to load"):
+        assert chatter not in terminal, chatter
 
 
 def test_a_run_builds_evaluates_benches_gates_and_reports_every_variant(finished):
