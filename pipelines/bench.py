@@ -9,7 +9,10 @@ tokens (BOS included; every prompt differs from its first word on, so no prompt 
 
 each from the median of the runs after ``warmup`` runs. For a GGUF the decode rate is also compared
 with the memory-bandwidth limit: decoding reads every weight once per token (the token embedding
-only one row), so ``copy bandwidth / bytes per token`` bounds the rate on a memory-bound machine.
+only one row), so ``copy bandwidth / bytes per token`` bounds the rate on a memory-bound machine. The
+prompt rate is compared with the compute limit: reading a prompt multiplies every decoder-layer matrix
+once per token (2 FLOP per weight), so ``matmul peak / FLOP per token`` bounds it, the peak measured
+with torch's best kernel for the dtype the runtime computes in.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ def bench(
         result["memory_bandwidth"] = bandwidth_ratio(
             decode_tok_s=result["decode_tok_s"], bytes_per_token=decode_bytes, threads=used_threads
         )
+    weights = matmul_weights(runtime)
+    if weights:
+        result["matmul_peak"] = compute_ratio(prompt_tok_s=result["prompt_tok_s"], weights=weights,
+                                              dtype=compute_dtype(runtime), threads=used_threads)
     return result
 
 
@@ -190,6 +197,78 @@ def bandwidth_ratio(*, decode_tok_s: float | None, bytes_per_token: int, threads
         "bytes_per_token": bytes_per_token,
         "limit_tok_s": round(limit, 2),
         "ratio": round(decode_tok_s / limit, 3) if decode_tok_s else None,
+    }
+
+
+MATMUL_SHAPE = (512, 1024, 1024)  # m, k, n: large enough for torch's kernels to reach their peak, small enough for the caches
+
+
+def measure_matmul_peak(*, dtype: str, threads: int, repeats: int = 5) -> float:
+    """FLOP/s (2·m·k·n per product) of torch's matmul in ``dtype`` (``float32``, ``bfloat16``, ``float16``, or
+    ``int8`` through ``torch._int_mm``, int32 accumulation) on ``threads`` threads, best of ``repeats``."""
+    import torch
+
+    m, k, n = MATMUL_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    if dtype == "int8":
+        a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=generator)
+        b = torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=generator)
+        product = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        a = torch.randn(m, k, generator=generator).to(getattr(torch, dtype))
+        b = torch.randn(k, n, generator=generator).to(getattr(torch, dtype))
+        product = lambda: a @ b  # noqa: E731
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        product()
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * m * k * n / best
+
+
+def matmul_weights(runtime: Runtime) -> int | None:
+    """Elements of the decoder layers' matrices, each multiplied once per prompt token: a GGUF's ``blk.*`` matrices;
+    for a transformers model every leaf module under ``.layers.`` with ``in_features``/``out_features`` (GPTQ and
+    AWQ linears too). None for a runtime that says neither."""
+    info = getattr(runtime, "info", None)
+    if info is not None and getattr(info, "matmul_weights", None):
+        return info.matmul_weights
+    model = getattr(runtime, "model", None)
+    if model is None or not hasattr(model, "named_modules"):
+        return None
+    total = sum(module.in_features * module.out_features for name, module in model.named_modules()
+                if ".layers." in name and hasattr(module, "in_features") and hasattr(module, "out_features")
+                and not any(True for _ in module.children()))
+    return total or None
+
+
+def compute_dtype(runtime: Runtime) -> str:
+    """The dtype the runtime's matrix products run in: a transformers model's dtype; llama.cpp multiplies F16/F32
+    weights in float32 and quantized ones as int8 dot products (activations quantized to Q8)."""
+    info = getattr(runtime, "info", None)
+    if info is not None and getattr(info, "tensor_types", None):
+        kinds = {kind for name, kind in info.tensor_types.items() if name.startswith("blk.") and name.endswith(".weight")
+                 and "norm" not in name}
+        return "float32" if kinds <= {"F16", "F32"} else "bfloat16" if kinds == {"BF16"} else "int8"
+    return str(getattr(getattr(runtime, "model", None), "dtype", "torch.float32")).removeprefix("torch.")
+
+
+def compute_ratio(*, prompt_tok_s: float, weights: int, dtype: str, threads: int) -> dict:
+    """How close reading the prompt is to the compute limit (matmul peak in ``dtype`` / FLOP per prompt token)."""
+    peak = measure_matmul_peak(dtype=dtype, threads=threads)
+    flop_per_token = 2 * weights
+    return {
+        "dtype": dtype,
+        "peak_gflop_s": round(peak / 1e9, 1),
+        "flop_per_token": flop_per_token,
+        "limit_tok_s": round(peak / flop_per_token, 1),
+        "ratio": round(prompt_tok_s * flop_per_token / peak, 3),
     }
 
 

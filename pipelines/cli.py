@@ -227,6 +227,11 @@ def _print_bench_table(result: dict) -> None:
         table.add_row("copy bandwidth", f"{bandwidth['copy_bandwidth_gb_s']:.1f} GB/s")
         table.add_row("bandwidth limit", f"{bandwidth['limit_tok_s']:.1f} tokens/s ({bandwidth['bytes_per_token']} bytes/token)")
         table.add_row("decode / limit", f"{bandwidth['ratio']:.3f}")
+    if "matmul_peak" in result:
+        compute = result["matmul_peak"]
+        table.add_row(f"matmul peak ({compute['dtype']})", f"{compute['peak_gflop_s']:.1f} GFLOP/s")
+        table.add_row("compute limit", f"{compute['limit_tok_s']:.1f} tokens/s ({compute['flop_per_token']} FLOP/token)")
+        table.add_row("prompt / limit", f"{compute['ratio']:.3f}")
     table.add_row("median of", f"{result['runs']} runs after {result['warmup']} warm-up")
     Console(file=sys.stdout).print(table)
 

@@ -33,6 +33,12 @@ def test_bench_of_the_transformers_runtime(hf_runtime):
     assert result["prompt_tok_s"] > 0 and result["decode_tok_s"] > 0
     assert result["hardware"]["cpu"] and result["hardware"]["cpus_available"] >= 1
     assert result["versions"]["torch"] and "memory_bandwidth" not in result
+    compute = result["matmul_peak"]  # reading the prompt against the compute limit, in the dtype it computes in
+    layers = hf_runtime.model.config.num_hidden_layers
+    linear = sum(m.weight.numel() for n, m in hf_runtime.model.named_modules() if ".layers." in n and hasattr(m, "in_features"))
+    assert compute["dtype"] == "float32" and compute["flop_per_token"] == 2 * linear and linear > 0 and layers > 0
+    assert compute["limit_tok_s"] == pytest.approx(compute["peak_gflop_s"] * 1e9 / compute["flop_per_token"], rel=0.01)
+    assert compute["ratio"] == pytest.approx(result["prompt_tok_s"] / compute["limit_tok_s"], rel=0.01)
     json.dumps(result, allow_nan=False)
 
 
@@ -48,6 +54,25 @@ def test_bench_of_a_gguf_includes_the_memory_bandwidth_ratio(tiny_f16_gguf):
     assert bandwidth["limit_tok_s"] == pytest.approx(bandwidth["copy_bandwidth_gb_s"] * 1e9 / bandwidth["bytes_per_token"], rel=0.01)
     assert bandwidth["ratio"] == pytest.approx(result["decode_tok_s"] / bandwidth["limit_tok_s"], rel=0.01)
     assert result["versions"]["llama-cpp-python"] and result["versions"]["gguf"]
+    compute = result["matmul_peak"]  # an F16 GGUF: llama.cpp multiplies its weights in float32
+    assert compute["dtype"] == "float32" and compute["flop_per_token"] == 2 * runtime.info.matmul_weights > 0
+    assert compute["ratio"] == pytest.approx(result["prompt_tok_s"] / compute["limit_tok_s"], rel=0.01)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_matmul_peak_is_measured_in_each_dtype(dtype):
+    assert bench_module.measure_matmul_peak(dtype=dtype, threads=1, repeats=1) > 1e8
+
+
+def test_the_compute_dtype_of_a_gguf_follows_its_layer_matrices():
+    from types import SimpleNamespace
+
+    def runtime(**types):
+        return SimpleNamespace(info=SimpleNamespace(tensor_types={"token_embd.weight": "Q6_K", "blk.0.attn_norm.weight": "F32",
+                                                                  **types}))
+    assert bench_module.compute_dtype(runtime(**{"blk.0.attn_q.weight": "F16", "blk.0.ffn_up.weight": "F16"})) == "float32"
+    assert bench_module.compute_dtype(runtime(**{"blk.0.attn_q.weight": "Q4_K", "blk.0.ffn_down.weight": "Q6_K"})) == "int8"
+    assert bench_module.compute_dtype(runtime(**{"blk.0.attn_q.weight": "BF16"})) == "bfloat16"
 
 
 def test_copy_bandwidth_is_measured():

@@ -46,6 +46,7 @@ class GGUFInfo:
     n_tensors: int
     tensor_bytes: int
     decode_bytes: int  # bytes of weights read per decoded token: all tensors but the token embedding (one row is read)
+    matmul_weights: int  # elements of the decoder layers' matrices (blk.*): each costs 2 FLOP per prompt token
     has_tokenizer: bool
     has_chat_template: bool
     tensor_types: dict[str, str]  # tensor name -> ggml type name ("Q4_K", "F32", ...)
@@ -419,6 +420,7 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         n_tensors=len(reader.tensors),
         tensor_bytes=tensor_bytes,
         decode_bytes=tensor_bytes - embedding,
+        matmul_weights=sum(int(t.n_elements) for t in reader.tensors if t.name.startswith("blk.") and len(t.shape) == 2),
         has_tokenizer=True,
         has_chat_template="tokenizer.chat_template" in fields,
         tensor_types={t.name: t.tensor_type.name for t in reader.tensors},
