@@ -91,7 +91,7 @@ def bench(
     weights = matmul_weights(runtime)
     if weights:
         result["matmul_peak"] = compute_ratio(prompt_tok_s=result["prompt_tok_s"], weights=weights,
-                                              dtype=compute_dtype(runtime), threads=used_threads)
+                                              dtype=runtime.compute_dtype, threads=used_threads)
     return result
 
 
@@ -246,17 +246,6 @@ def matmul_weights(runtime: Runtime) -> int | None:
                 if ".layers." in name and hasattr(module, "in_features") and hasattr(module, "out_features")
                 and not any(True for _ in module.children()))
     return total or None
-
-
-def compute_dtype(runtime: Runtime) -> str:
-    """The dtype the runtime's matrix products run in: a transformers model's dtype; llama.cpp multiplies F16/F32
-    weights in float32 and quantized ones as int8 dot products (activations quantized to Q8)."""
-    info = getattr(runtime, "info", None)
-    if info is not None and getattr(info, "tensor_types", None):
-        kinds = {kind for name, kind in info.tensor_types.items() if name.startswith("blk.") and name.endswith(".weight")
-                 and "norm" not in name}
-        return "float32" if kinds <= {"F16", "F32"} else "bfloat16" if kinds == {"BF16"} else "int8"
-    return str(getattr(getattr(runtime, "model", None), "dtype", "torch.float32")).removeprefix("torch.")
 
 
 def compute_ratio(*, prompt_tok_s: float, weights: int, dtype: str, threads: int) -> dict:

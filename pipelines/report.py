@@ -59,6 +59,7 @@ def report_entry(*, manifest: Manifest, suite: str | None, base_metrics: dict) -
         "weight_bytes": manifest.weight_bytes,
         "parameters": manifest.parameters,
         "suite": suite,
+        "compute_dtype": metrics.get("compute_dtype"),  # what the eval's runtime multiplied in
         "n": metrics.get("n"),
         **{key: metrics.get(key) for key in METRICS},
     }
@@ -103,7 +104,7 @@ def devices(rows: dict[str, dict]) -> list[str]:
 
 def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the report table (shared by report.md and the terminal table)."""
-    header = ["variant", "format", "bits/weight", "size", "call acc [95% CI]", "Δ fp16 (McNemar p)", "name acc (Δ fp16)",
+    header = ["variant", "format (computes in)", "bits/weight", "size", "call acc [95% CI]", "Δ fp16 (McNemar p)", "name acc (Δ fp16)",
               "JSON valid", "relevance", "KLD answer (99%)", "top-1"]
     for device in devices(rows):
         header += [f"prompt tok/s ({device})", f"decode tok/s ({device})"]
@@ -111,7 +112,8 @@ def table_cells(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     cells = []
     for name, row in rows.items():
         fidelity = row["fidelity"]
-        line = [name, row["format"], _num(row["bits_per_weight"], 2), _size(row["size_bytes"]),
+        fmt = row["format"] + (f" ({row['compute_dtype']})" if row.get("compute_dtype") else "")
+        line = [name, fmt, _num(row["bits_per_weight"], 2), _size(row["size_bytes"]),
                 rate_text(row["call_accuracy"], row["intervals"].get("call_accuracy")),
                 "—" if name == BASELINE.name else paired_text(row["paired_call_accuracy"], row["delta_call_accuracy"]),
                 _with_delta(row["name_accuracy"], row["delta_name_accuracy"], baseline=name == BASELINE.name),

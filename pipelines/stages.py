@@ -368,7 +368,8 @@ def eval_variant(job: EvalJob) -> str:
     results = {}
     for suite, records in job.suites.items():
         summary = evaluate(runtime=runtime, records=records, params=params, progress=job.progress)
-        results[suite] = {"format": runtime.format, "runtime": runtime.runtime, "device": "cpu", "suite": suite, **summary}
+        results[suite] = {"format": runtime.format, "runtime": runtime.runtime, "compute_dtype": runtime.compute_dtype,
+                          "device": "cpu", "suite": suite, **summary}
     write_manifest(job.variant_dir, replace(load_manifest(job.variant_dir), eval=results, verified=False,  # a new
                                             gate={"reason": "not verified: eval changed, not gated yet"}))  # verdict is due
     first = next(iter(results.values()))

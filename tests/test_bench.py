@@ -65,14 +65,13 @@ def test_matmul_peak_is_measured_in_each_dtype(dtype):
 
 
 def test_the_compute_dtype_of_a_gguf_follows_its_layer_matrices():
-    from types import SimpleNamespace
+    from invoker.runtimes.llamacpp_runtime import gguf_compute_dtype
 
-    def runtime(**types):
-        return SimpleNamespace(info=SimpleNamespace(tensor_types={"token_embd.weight": "Q6_K", "blk.0.attn_norm.weight": "F32",
-                                                                  **types}))
-    assert bench_module.compute_dtype(runtime(**{"blk.0.attn_q.weight": "F16", "blk.0.ffn_up.weight": "F16"})) == "float32"
-    assert bench_module.compute_dtype(runtime(**{"blk.0.attn_q.weight": "Q4_K", "blk.0.ffn_down.weight": "Q6_K"})) == "int8"
-    assert bench_module.compute_dtype(runtime(**{"blk.0.attn_q.weight": "BF16"})) == "bfloat16"
+    def dtype(**types):
+        return gguf_compute_dtype({"token_embd.weight": "Q6_K", "blk.0.attn_norm.weight": "F32", **types})
+    assert dtype(**{"blk.0.attn_q.weight": "F16", "blk.0.ffn_up.weight": "F16"}) == "float32"
+    assert dtype(**{"blk.0.attn_q.weight": "Q4_K", "blk.0.ffn_down.weight": "Q6_K"}) == "int8"
+    assert dtype(**{"blk.0.attn_q.weight": "BF16"}) == "bfloat16"
 
 
 def test_copy_bandwidth_is_measured():

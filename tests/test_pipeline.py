@@ -135,7 +135,9 @@ def test_a_run_builds_evaluates_benches_gates_and_reports_every_variant(finished
     report = json.loads((finished / "report.json").read_text())
     assert sorted(report) == sorted(VARIANT_DIRS)
     assert report["gguf-Q8_0"]["bits_per_weight"] < report["gguf-F16"]["bits_per_weight"]
-    assert "| gguf-Q8_0 | gguf |" in (finished / "report.md").read_text()
+    assert "| gguf-Q8_0 | gguf (int8) |" in (finished / "report.md").read_text()  # what its eval multiplied in
+    dtypes = {name: read_manifest(finished / name)["eval"]["synthetic"]["compute_dtype"] for name in VARIANT_DIRS}
+    assert dtypes["fp16"] == "float32" and dtypes["gguf-F16"] == "float32" and dtypes["gguf-Q8_0"] == "int8"
     assert (finished / "accuracy_vs_size.png").stat().st_size > 0
     assert not [p.name for p in finished.iterdir() if ".tmp-" in p.name]
 

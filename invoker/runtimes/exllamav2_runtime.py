@@ -64,6 +64,8 @@ class ExLlamaV2Runtime:
             context_length=int(config.max_seq_len),
         )
 
+    compute_dtype = "float16"  # exllamav2's kernels: fp16 activations on CUDA
+
     def count_tokens(self, text: str) -> int:
         return int(self._encode(text).shape[-1])
 

@@ -104,6 +104,11 @@ class LlamaCppRuntime(ParallelStreams):
         llama_cpp.llama_set_n_threads(self.llama.ctx, threads, threads)
         self.threads = threads
 
+    @property
+    def compute_dtype(self) -> str:
+        """What its matrix products run in (``gguf_compute_dtype``)."""
+        return gguf_compute_dtype(self.info.tensor_types)
+
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
@@ -425,6 +430,14 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         has_chat_template="tokenizer.chat_template" in fields,
         tensor_types={t.name: t.tensor_type.name for t in reader.tensors},
     )
+
+
+def gguf_compute_dtype(tensor_types: dict[str, str]) -> str:
+    """llama.cpp on a CPU multiplies F16/F32 layer weights in float32, BF16 ones in bfloat16, and quantized ones as
+    int8 dot products (the activations quantized to Q8 on the fly)."""
+    kinds = {kind for name, kind in tensor_types.items()
+             if name.startswith("blk.") and name.endswith(".weight") and "norm" not in name}
+    return "float32" if kinds <= {"F16", "F32"} else "bfloat16" if kinds == {"BF16"} else "int8"
 
 
 def gguf_special_tokens(path: Path) -> tuple[str | None, str | None]:

@@ -68,6 +68,11 @@ class TransformersRuntime(ParallelStreams):
             device=torch_device,
         )
 
+    @property
+    def compute_dtype(self) -> str:
+        """The model's dtype, which its matrix products run in (float32 on a CPU unless loaded otherwise)."""
+        return str(self.model.dtype).removeprefix("torch.")
+
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
