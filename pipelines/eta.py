@@ -2,7 +2,8 @@
 
 Before the stages run, ``expected_work`` gives every piece of the run — each stage, and each variant dir of the
 per-dir stages — a weight: the seconds it took on this project's 2-core machine (README's ``make quantize``
-figures: a GGUF converts in ~10 s, GPTQ in ~120 s, AWQ in ~300 s; an eval case takes ~1.5 s through
+figures: a GGUF converts in ~10 s, GPTQ in ~120 s, AWQ in ~300 s, as each format's registry entry says; an
+eval case takes ~1.5 s through
 llama.cpp and ~2 s through transformers; …). Only the weights' ratios matter: ``RunClock`` measures how fast
 the weights are being worked off on *this* machine and this run (done weight per second of wall time) and
 divides what is left by that rate, so a faster or slower machine corrects the estimate as the run goes. A
@@ -14,8 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-# seconds per piece on the reference machine; a format's conversion, per case or per run where so named
-CONVERT_SECONDS = {"gguf": 10.0, "gptq": 120.0, "awq": 300.0, "ct": 120.0}
+# seconds per piece on the reference machine, per case or per run where so named (a format's conversion: its
+# registry entry's convert_seconds)
 SHARED_BASE_SECONDS = 60.0  # the F16 GGUF and the importance matrix
 CALIBRATE_SECONDS = 30.0
 EVAL_CASE_SECONDS = {"llama.cpp": 1.5, "transformers": 2.0}
@@ -68,7 +69,7 @@ def _minutes(seconds: float) -> str:
 
 def expected_work(ws) -> dict[tuple[str, str], float]:
     """Every piece of the run of workspace ``ws`` (``pipelines.workspace.Workspace``) with its weight."""
-    from invoker.formats import get as artifact_format
+    from convert.formats import get
 
     recipe = ws.recipe
     pieces: dict[tuple[str, str], float] = {("calibrate", ""): CALIBRATE_SECONDS if ws.calibration_sets else SMALL_SECONDS,
@@ -76,9 +77,10 @@ def expected_work(ws) -> dict[tuple[str, str], float]:
                                             ("fidelity", ""): 2 * recipe.fidelity.limit * FIDELITY_CASE_SECONDS}  # fp16's reference
     cases = sum(recipe.eval.limit_for(suite) or (300 if suite == "synthetic" else BFCL_CASES) for suite in recipe.eval.suites)
     for variant, target in zip(ws.targets, ws.dirs):
-        runtime = artifact_format(variant.format).runtime
+        spec = get(variant.format)
+        runtime = spec.runtime
         if target != ws.baseline_dir:
-            pieces[("convert", target.name)] = CONVERT_SECONDS.get(variant.format, SMALL_SECONDS)
+            pieces[("convert", target.name)] = spec.convert_seconds
             pieces[("fidelity", target.name)] = recipe.fidelity.limit * FIDELITY_CASE_SECONDS
         pieces[("eval", target.name)] = cases * EVAL_CASE_SECONDS.get(runtime, 2.0)
         pieces[("bench", target.name)] = (recipe.bench.runs + recipe.bench.warmup) * BENCH_RUN_SECONDS

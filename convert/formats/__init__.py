@@ -90,6 +90,8 @@ class FormatSpec:
     card_library: str = ""  # the card's library_name
     snippets: tuple[str, ...] = ()  # the usage snippets of its cards (pipelines.snippets), in order
     install: str = ""  # pip packages the transformers snippet needs besides transformers and accelerate
+    convert_seconds: float = 10.0  # one variant's conversion on this project's 2-core machine: a weight of the
+    #                                run's time-left estimate (pipelines.eta), not a promise
 
     @property
     def artifact(self) -> ArtifactFormat:

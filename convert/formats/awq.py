@@ -7,6 +7,7 @@ from convert.formats import FormatSpec, register
 
 SPEC = register(FormatSpec(
     name="awq",
+    convert_seconds=300.0,
     title="AWQ",
     converter="convert.awq",
     converts_on_cuda=True,

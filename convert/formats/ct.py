@@ -7,6 +7,7 @@ from convert.formats import FormatSpec, register
 
 SPEC = register(FormatSpec(
     name="ct",
+    convert_seconds=120.0,
     title="compressed-tensors",
     converter="convert.ct",
     converts_on_cuda=True,

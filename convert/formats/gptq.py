@@ -7,6 +7,7 @@ from convert.formats import FormatSpec, register
 
 SPEC = register(FormatSpec(
     name="gptq",
+    convert_seconds=120.0,
     title="GPTQ",
     converter="convert.gptq",
     converts_on_cuda=True,
