@@ -7,7 +7,7 @@ with function and parameter names replaced by made-up words in part of the recor
 (``invoker.data.augment``) so that reading the offered schema, not memorising names, is what pays;
 and the train side of BFCL's live categories (real user-contributed functions, ``live_records``;
 ``--live-repeat`` times each). BFCL's other categories are never read: they stay evaluation.
-``--init-adapter`` starts from a trained adapter (the bundled one took two such stages: its card).
+``--init-adapter`` starts from a trained adapter (the bundled one took three stages: its card).
 Each conversation is rendered exactly as the runtimes render prompts (``invoker.prompt``, BOS
 first); the loss is on every assistant turn (the last one followed by EOS), as Invoker was trained.
 
@@ -311,6 +311,10 @@ def export(*, work: Path, step: int, out: Path) -> Path:
     previous = Path(start["path"]).parent / "training_log.json" if start else None
     if previous is not None and "log" not in start and previous.is_file():  # the history of the adapter it started from
         start["log"] = json.loads(previous.read_text())
+    level = start
+    while level:  # the exported log names adapters by their dir name and sha256, not by where they sat on a machine
+        level["path"] = Path(level["path"]).name
+        level = (level.get("log") or {}).get("init_adapter")
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(checkpoint / "adapter", out, ignore=shutil.ignore_patterns("README.md"))  # peft's empty card template
