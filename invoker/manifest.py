@@ -53,8 +53,8 @@ def validate_manifest(manifest: dict) -> list[str]:
     problems = [f"{key}: missing" for key in REQUIRED_KEYS if key not in manifest]
     if "format" in manifest and manifest["format"] not in ARTIFACTS:
         problems.append(f"format: {manifest['format']!r} is not one of {', '.join(ARTIFACTS)}")
-    if "variant" in manifest and variant_name_problem(manifest["variant"]):
-        problems.append(f"variant: {variant_name_problem(manifest['variant'])}, got {json.dumps(manifest['variant'])[:80]}")
+    if "variant" in manifest and (problem := variant_name_problem(manifest["variant"])):
+        problems.append(f"variant: {problem}, got {json.dumps(manifest['variant'])[:80]}")
     for key in ("verified", "release"):
         if key in manifest and not isinstance(manifest[key], bool):
             problems.append(f"{key}: must be true or false")

@@ -81,9 +81,8 @@ class BodySizeLimit:
             async with asyncio.timeout(self.timeout):
                 body, complete = await _read_body(receive, limit=self.max_bytes)
         except TimeoutError:
-            body = error_body(message=f"the request body did not arrive within {self.timeout:g} s",
-                              type="invalid_request_error", code="request_timeout")
-            await _send_json(send, status=408, body=body, headers=[(b"connection", b"close")])
+            await _close_with(send, status=408, code="request_timeout",
+                              message=f"the request body did not arrive within {self.timeout:g} s")
             return
         if not complete:
             await self._refuse(send, size=f"more than {self.max_bytes} bytes")
@@ -91,12 +90,14 @@ class BodySizeLimit:
         await self.app(scope, _replay(body, receive), send)
 
     async def _refuse(self, send, *, size: str) -> None:
-        body = error_body(
-            message=f"request body is {size}; the limit is {self.max_bytes} bytes",
-            type="invalid_request_error",
-            code="request_too_large",
-        )
-        await _send_json(send, status=413, body=body, headers=[(b"connection", b"close")])
+        await _close_with(send, status=413, code="request_too_large",
+                          message=f"request body is {size}; the limit is {self.max_bytes} bytes")
+
+
+async def _close_with(send, *, status: int, code: str, message: str) -> None:
+    """An OpenAI-shaped client error before the app saw the request, and the connection closed after it."""
+    body = error_body(message=message, type="invalid_request_error", code=code)
+    await _send_json(send, status=status, body=body, headers=[(b"connection", b"close")])
 
 
 async def _send_json(send, *, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
