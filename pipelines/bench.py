@@ -88,7 +88,7 @@ def bench(
         result["memory_bandwidth"] = bandwidth_ratio(
             decode_tok_s=result["decode_tok_s"], bytes_per_token=decode_bytes, threads=used_threads
         )
-    weights = matmul_weights(runtime)
+    weights = getattr(runtime, "matmul_weights", None)  # a runtime that knows it (llama.cpp, transformers)
     if weights:
         result["matmul_peak"] = compute_ratio(prompt_tok_s=result["prompt_tok_s"], weights=weights,
                                               dtype=runtime.compute_dtype, threads=used_threads)
@@ -230,22 +230,6 @@ def measure_matmul_peak(*, dtype: str, threads: int, repeats: int = 5) -> float:
     finally:
         torch.set_num_threads(previous)
     return 2 * m * k * n / best
-
-
-def matmul_weights(runtime: Runtime) -> int | None:
-    """Elements of the decoder layers' matrices, each multiplied once per prompt token: a GGUF's ``blk.*`` matrices;
-    for a transformers model every leaf module under ``.layers.`` with ``in_features``/``out_features`` (GPTQ and
-    AWQ linears too). None for a runtime that says neither."""
-    info = getattr(runtime, "info", None)
-    if info is not None and getattr(info, "matmul_weights", None):
-        return info.matmul_weights
-    model = getattr(runtime, "model", None)
-    if model is None or not hasattr(model, "named_modules"):
-        return None
-    total = sum(module.in_features * module.out_features for name, module in model.named_modules()
-                if ".layers." in name and hasattr(module, "in_features") and hasattr(module, "out_features")
-                and not any(True for _ in module.children()))
-    return total or None
 
 
 def compute_ratio(*, prompt_tok_s: float, weights: int, dtype: str, threads: int) -> dict:

@@ -109,6 +109,11 @@ class LlamaCppRuntime(ParallelStreams):
         """What its matrix products run in (``gguf_compute_dtype``)."""
         return gguf_compute_dtype(self.info.tensor_types)
 
+    @property
+    def matmul_weights(self) -> int:
+        """Elements of the decoder layers' matrices, each multiplied once per prompt token (``GGUFInfo``)."""
+        return self.info.matmul_weights
+
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 

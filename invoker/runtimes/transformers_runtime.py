@@ -73,6 +73,14 @@ class TransformersRuntime(ParallelStreams):
         """The model's dtype, which its matrix products run in (float32 on a CPU unless loaded otherwise)."""
         return str(self.model.dtype).removeprefix("torch.")
 
+    @property
+    def matmul_weights(self) -> int:
+        """Elements of the decoder layers' matrices, each multiplied once per prompt token: every leaf module under
+        ``.layers.`` with ``in_features``/``out_features`` (GPTQ and AWQ linears too)."""
+        return sum(module.in_features * module.out_features for name, module in self.model.named_modules()
+                   if ".layers." in name and hasattr(module, "in_features") and hasattr(module, "out_features")
+                   and not any(True for _ in module.children()))
+
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
