@@ -3,8 +3,8 @@
 Before the stages run, ``expected_work`` gives every piece of the run — each stage, and each variant dir of the
 per-dir stages — a weight: the seconds it took on this project's 2-core machine (README's ``make quantize``
 figures: a GGUF converts in ~10 s, GPTQ in ~120 s, AWQ in ~300 s, as each format's registry entry says; an
-eval case takes ~1.5 s through
-llama.cpp and ~2 s through transformers; …). Only the weights' ratios matter: ``RunClock`` measures how fast
+eval case takes ~1.5 s through llama.cpp and ~2 s through transformers; …). Only the weights' ratios matter:
+``RunClock`` measures how fast
 the weights are being worked off on *this* machine and this run (done weight per second of wall time) and
 divides what is left by that rate, so a faster or slower machine corrects the estimate as the run goes. A
 piece that is up to date (a rerun) leaves the total without counting as work done.
@@ -70,12 +70,13 @@ def _minutes(seconds: float) -> str:
 def expected_work(ws) -> dict[tuple[str, str], float]:
     """Every piece of the run of workspace ``ws`` (``pipelines.workspace.Workspace``) with its weight."""
     from convert.formats import get
+    from pipelines.eval import SYNTHETIC_EVAL_SIZE
 
     recipe = ws.recipe
     pieces: dict[tuple[str, str], float] = {("calibrate", ""): CALIBRATE_SECONDS if ws.calibration_sets else SMALL_SECONDS,
                                             ("shared bases", ""): SHARED_BASE_SECONDS, ("report", ""): SMALL_SECONDS,
                                             ("fidelity", ""): 2 * recipe.fidelity.limit * FIDELITY_CASE_SECONDS}  # fp16's reference
-    cases = sum(recipe.eval.limit_for(suite) or (300 if suite == "synthetic" else BFCL_CASES) for suite in recipe.eval.suites)
+    cases = sum(recipe.eval.limit_for(suite) or (SYNTHETIC_EVAL_SIZE if suite == "synthetic" else BFCL_CASES) for suite in recipe.eval.suites)
     for variant, target in zip(ws.targets, ws.dirs):
         spec = get(variant.format)
         runtime = spec.runtime
