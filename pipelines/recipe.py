@@ -398,15 +398,15 @@ def parse_eval(table: dict) -> EvalSettings:
         raise RecipeError(*problems)
     limit = table.get("limit")
     if limit is not None:
-        _int_at_least(limit, key="eval.limit", minimum=1)
+        _int_in(limit, key="eval.limit", minimum=1)
     limits = table.get("limits", {})
     if not isinstance(limits, dict):
         raise RecipeError('eval.limits: must be a table of suite = limit, e.g. limits = { "bfcl:simple" = 50 }')
     for suite, value in limits.items():
         if suite not in suites:
             raise RecipeError(f"eval.limits: {suite!r} is not one of eval.suites ({', '.join(suites)})")
-        _int_at_least(value, key=f"eval.limits.{suite!r}", minimum=1)
-    max_tokens = _int_at_least(table.get("max_tokens", 256), key="eval.max_tokens", minimum=1)
+        _int_in(value, key=f"eval.limits.{suite!r}", minimum=1)
+    max_tokens = _int_in(table.get("max_tokens", 256), key="eval.max_tokens", minimum=1)
     seed = table.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"eval.seed: must be an integer, got {seed!r}")
@@ -456,13 +456,13 @@ def parse_bench(table: dict) -> BenchSettings:
         raise RecipeError(f"bench.devices: must be a non-empty list of 'cpu' / 'cuda', got {devices!r}")
     threads = table.get("threads")
     if threads is not None:
-        _int_at_least(threads, key="bench.threads", minimum=1, maximum=4096)
+        _int_in(threads, key="bench.threads", minimum=1, maximum=4096)
     return BenchSettings(
         devices=tuple(devices),
-        prompt_tokens=_int_at_least(table.get("prompt_tokens", 128), key="bench.prompt_tokens", minimum=2),
-        gen_tokens=_int_at_least(table.get("gen_tokens", 128), key="bench.gen_tokens", minimum=2),
-        runs=_int_at_least(table.get("runs", 5), key="bench.runs", minimum=1, maximum=1000),
-        warmup=_int_at_least(table.get("warmup", 1), key="bench.warmup", minimum=0, maximum=1000),
+        prompt_tokens=_int_in(table.get("prompt_tokens", 128), key="bench.prompt_tokens", minimum=2),
+        gen_tokens=_int_in(table.get("gen_tokens", 128), key="bench.gen_tokens", minimum=2),
+        runs=_int_in(table.get("runs", 5), key="bench.runs", minimum=1, maximum=1000),
+        warmup=_int_in(table.get("warmup", 1), key="bench.warmup", minimum=0, maximum=1000),
         threads=threads,
     )
 
@@ -490,8 +490,8 @@ def parse_gate(table: dict, *, suites: tuple[str, ...] | None) -> GateSettings:
 def parse_fidelity(table: dict) -> FidelitySettings:
     _no_unknown_keys(table, key="fidelity", valid=("limit", "top_k"))
     defaults = FidelitySettings()
-    return FidelitySettings(limit=_int_at_least(table.get("limit", defaults.limit), key="fidelity.limit", minimum=1),
-                            top_k=_int_at_least(table.get("top_k", defaults.top_k), key="fidelity.top_k", minimum=1, maximum=1000))
+    return FidelitySettings(limit=_int_in(table.get("limit", defaults.limit), key="fidelity.limit", minimum=1),
+                            top_k=_int_in(table.get("top_k", defaults.top_k), key="fidelity.top_k", minimum=1, maximum=1000))
 
 
 def _table(data: dict, key: str) -> dict:
@@ -507,7 +507,7 @@ def _no_unknown_keys(table: dict, *, key: str, valid: tuple[str, ...]) -> None:
         raise RecipeError(f"{key}.{unknown[0]}: unknown key; valid: {', '.join(valid)}")
 
 
-def _int_at_least(value: object, *, key: str, minimum: int, maximum: int = 1_000_000) -> int:
+def _int_in(value: object, *, key: str, minimum: int, maximum: int = 1_000_000) -> int:
     """An integer in ``[minimum, maximum]``; the upper bound keeps a typo (``runs = 10**12``) from
     becoming work that never ends."""
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
