@@ -55,7 +55,7 @@ class TransformersRuntime(ParallelStreams):
         torch_device = _check_device(device)
         if dtype is None:
             dtype = torch.float32 if torch_device.type == "cpu" else "auto"
-        check_checkpoint(model_path)
+        config = check_checkpoint(model_path)
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype)
         model.to(torch_device)
@@ -64,7 +64,7 @@ class TransformersRuntime(ParallelStreams):
             model=model,
             tokenizer=tokenizer,
             model_path=model_path,
-            format=_checkpoint_format(model_path),
+            format=_checkpoint_format(config),
             device=torch_device,
         )
 
@@ -244,10 +244,9 @@ def _check_device(device: str) -> torch.device:
     return torch_device
 
 
-def _checkpoint_format(model_path: Path) -> str:
+def _checkpoint_format(config: dict) -> str:
     """The format ``config.json`` declares (``invoker.formats.checkpoint_format``); a quantization method no format
     declares, as transformers names it."""
-    config = json.loads((model_path / "config.json").read_text())
     try:
         return checkpoint_format(config)
     except ModelFormatError:
@@ -261,10 +260,10 @@ CONFIG_SIZES = {"hidden_size": 1 << 17, "intermediate_size": 1 << 20, "num_hidde
                 "max_position_embeddings": 1 << 24, "head_dim": 1 << 12}
 
 
-def check_checkpoint(model_path: Path) -> None:
+def check_checkpoint(model_path: Path) -> dict:
     """Before transformers reads a checkpoint dir: ``config.json`` is a JSON object whose sizes (``CONFIG_SIZES``)
     are sane, and every ``*.safetensors`` file has a header safetensors accepts (length, JSON, offsets within the
-    file). A ``ModelFormatError`` naming the file otherwise; reads headers only."""
+    file); returns the config. A ``ModelFormatError`` naming the file otherwise; reads headers only."""
     from safetensors import SafetensorError, safe_open
 
     config_path = model_path / "config.json"
@@ -284,3 +283,4 @@ def check_checkpoint(model_path: Path) -> None:
                 handle.keys()
         except (SafetensorError, OSError) as err:
             raise ModelFormatError(f"{weights}: not a readable safetensors file ({err})") from None
+    return config
